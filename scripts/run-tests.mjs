@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+// Runs every compiled test file with node's test runner, then checks that the suite left
+// nothing behind: no new mounts, no tsimage temp dirs, no stray registry/tsimage processes.
+// usage: node scripts/run-tests.mjs [filter...]   (filters match test file paths)
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { tmpdir } from 'node:os';
+
+const root = new URL('..', import.meta.url).pathname;
+const testDir = join(root, 'dist', 'test');
+
+function findTests(dir) {
+  if (!existsSync(dir)) return [];
+  const out = [];
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...findTests(p));
+    else if (e.name.endsWith('.test.js')) out.push(p);
+  }
+  return out.sort();
+}
+
+const mounts = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean).map((l) => l.split(' ')[4]);
+const temps = () => readdirSync(tmpdir()).filter((n) => n.startsWith('tsimage-'));
+function procs() {
+  const out = new Map();
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+      if (/docker-registry|tsregistry|dist\/src\/cli\/|radosgw|tsimage-test/.test(cmd)) out.set(pid, cmd);
+    } catch {}
+  }
+  return out;
+}
+
+const filters = process.argv.slice(2);
+const files = findTests(testDir).filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)));
+if (files.length === 0) {
+  console.error(`run-tests: no test files under ${relative(root, testDir)} (did tsc -b run?)`);
+  process.exit(1);
+}
+
+const before = { mounts: new Set(mounts()), temps: new Set(temps()), procs: procs() };
+const concurrency = process.env.TEST_CONCURRENCY ?? '2';
+const args = ['--test', `--test-concurrency=${concurrency}`, '--test-timeout=600000', ...files];
+const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root, env: { ...process.env, TSIMAGE_TEST: '1' } });
+
+const leftMounts = mounts().filter((m) => !before.mounts.has(m));
+const leftTemps = temps().filter((n) => !before.temps.has(n));
+const leftProcs = [...procs()].filter(([pid]) => !before.procs.has(pid));
+let bad = false;
+if (leftMounts.length) {
+  bad = true;
+  console.error(`run-tests: the suite left mounts behind:\n  ${leftMounts.join('\n  ')}`);
+}
+if (leftTemps.length) {
+  bad = true;
+  console.error(`run-tests: the suite left temp dirs behind in ${tmpdir()}:\n  ${leftTemps.join('\n  ')}`);
+}
+if (leftProcs.length) {
+  bad = true;
+  console.error(`run-tests: the suite left processes running:\n  ${leftProcs.map(([p, c]) => `${p} ${c}`).join('\n  ')}`);
+}
+if (!bad) console.log('run-tests: no leftovers (mounts, temp dirs, processes)');
+process.exit(r.status !== 0 ? (r.status ?? 1) : bad ? 1 : 0);

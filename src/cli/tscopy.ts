@@ -1,0 +1,18 @@
+/** tscopy: a Skopeo-style image copy tool. Subcommands load their modules lazily. */
+import { Command } from 'commander';
+import { runMain, VERSION } from './common.js';
+
+export function program(): Command {
+  const p = new Command('tscopy')
+    .description('Inspect, copy, mirror and sign container images between registries and local layouts (skopeo-compatible)')
+    .version(VERSION, '-v, --version')
+    .option('--debug', 'print error causes and stack traces')
+    .exitOverride();
+  return p;
+}
+
+export function run(): Promise<void> {
+  return runMain('tscopy', async (argv) => {
+    await program().parseAsync(argv, { from: 'user' });
+  });
+}

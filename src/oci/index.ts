@@ -1,0 +1,8 @@
+/** src/oci: the shared core. Imports none of the other modules. */
+export * from './errors.js';
+export * from './digest.js';
+export * from './io.js';
+export * from './mediatypes.js';
+export * from './manifest.js';
+export * from './reference.js';
+export * from './platform.js';

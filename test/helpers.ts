@@ -1,0 +1,74 @@
+/** Shared test helpers: temp dirs that clean themselves up, tool checks, process helpers. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
+import type { TestContext } from 'node:test';
+
+/** Repository root (tests run from dist/test/...). */
+export const ROOT = new URL('../../', import.meta.url).pathname;
+/** ../shared beside the checkout (peers, s3). */
+export const SHARED = join(ROOT, '..', 'shared');
+export const PEERS = join(SHARED, 'peers');
+
+/** A fresh temp dir (prefix tsimage-) removed when the test ends. */
+export function tempDir(t: TestContext | { after(fn: () => void): void }, label = 'test'): string {
+  const d = mkdtempSync(join(tmpdir(), `tsimage-${label}-`));
+  t.after(() => rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+/** Fail (never skip) when an oracle tool is missing: interop tests must not pass silently. */
+export function requireTool(name: string): string {
+  const r = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`required tool ${name} is not installed (run: sh scripts/install-test-deps.sh)`);
+  return r.stdout.trim();
+}
+
+/** Run a command, return stdout; throws with stderr on failure. */
+export function sh(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 256 * 1024 * 1024, ...opts });
+  } catch (e) {
+    const err = e as { stderr?: string; stdout?: string; message: string };
+    throw new Error(`${cmd} ${args.join(' ')} failed: ${err.stderr || err.message}`);
+  }
+}
+
+/** A free loopback TCP port (bind port 0, read it, close). */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Start the reference registry (distribution, Debian's docker-registry) on a free
+ * loopback port via ../shared/peers/start-distribution.sh; stopped (by PID) and its
+ * store removed when the test ends.
+ */
+export async function startDistribution(t: { after(fn: () => void | Promise<void>): void }): Promise<{ addr: string; pid: number; store: string }> {
+  requireTool('docker-registry');
+  const port = await freePort();
+  const out = sh('sh', [join(PEERS, 'start-distribution.sh'), `127.0.0.1:${port}`]);
+  const vars = Object.fromEntries(out.trim().split('\n').map((l) => l.split('=', 2) as [string, string]));
+  const pid = Number(vars.PID);
+  const store = vars.STORE!;
+  const log = vars.LOG!;
+  t.after(() => {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {}
+    spawnSync('sh', ['-c', `for i in $(seq 50); do kill -0 ${pid} 2>/dev/null || exit 0; sleep 0.1; done; kill -9 ${pid} 2>/dev/null`]);
+    rmSync(store, { recursive: true, force: true });
+    rmSync(log, { force: true });
+  });
+  return { addr: vars.ADDR!, pid, store };
+}
