@@ -1,0 +1,101 @@
+/**
+ * Bench harness: runs our command and the peer's on the same work in one run, alternating
+ * (so machine noise hits both alike), and prints min/median/max and the median ratio.
+ *
+ *   await benchPair({ name: 'sha256 1 GiB', runs: 5,
+ *     ours: { label: 'tsimage', cmd: ['node', 'x.js', file] },
+ *     peer: { label: 'sha256sum', cmd: ['sha256sum', file] },
+ *     before: () => {...} });   // before each timed run of either side (not timed)
+ *
+ * A side may be a command (argv, run with spawnSync) or an async function.
+ */
+import { spawnSync } from 'node:child_process';
+
+export type Side = {
+  label: string;
+  cmd?: string[] | (() => string[]);
+  fn?: () => Promise<void> | void;
+  /** Untimed preparation before each run of this side. */
+  before?: () => Promise<void> | void;
+  /** Untimed clean-up after each run of this side. */
+  after?: () => Promise<void> | void;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+};
+
+export type PairResult = {
+  name: string;
+  ours: Stats;
+  peer: Stats;
+  /** ours.median / peer.median: below 1 means we are faster. */
+  ratio: number;
+};
+
+export type Stats = { label: string; min: number; median: number; max: number; runs: number[] };
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function stats(label: string, runs: number[]): Stats {
+  return { label, min: Math.min(...runs), median: median(runs), max: Math.max(...runs), runs };
+}
+
+async function once(side: Side): Promise<number> {
+  await side.before?.();
+  const t0 = process.hrtime.bigint();
+  if (side.cmd) {
+    const argv = typeof side.cmd === 'function' ? side.cmd() : side.cmd;
+    const r = spawnSync(argv[0]!, argv.slice(1), {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: side.env ?? process.env,
+      cwd: side.cwd,
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    if (r.status !== 0) throw new Error(`${side.label}: ${argv.join(' ')} exited ${r.status ?? r.signal}: ${r.stderr?.toString().slice(-2000)}`);
+  } else if (side.fn) {
+    await side.fn();
+  }
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  await side.after?.();
+  return secs;
+}
+
+const fmt = (s: number) => (s < 1 ? `${(s * 1000).toFixed(1)} ms` : `${s.toFixed(3)} s`);
+
+export async function benchPair(o: { name: string; runs?: number; warmup?: number; ours: Side; peer: Side }): Promise<PairResult> {
+  const runs = o.runs ?? Number(process.env.RUNS ?? 5);
+  const warmup = o.warmup ?? Number(process.env.WARMUP ?? 1);
+  for (let i = 0; i < warmup; i++) {
+    await once(o.ours);
+    await once(o.peer);
+  }
+  const a: number[] = [];
+  const b: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    // alternate which side goes first
+    if (i % 2 === 0) {
+      a.push(await once(o.ours));
+      b.push(await once(o.peer));
+    } else {
+      b.push(await once(o.peer));
+      a.push(await once(o.ours));
+    }
+  }
+  const res: PairResult = { name: o.name, ours: stats(o.ours.label, a), peer: stats(o.peer.label, b), ratio: median(a) / median(b) };
+  report(res);
+  return res;
+}
+
+export function report(r: PairResult): void {
+  const line = (s: Stats) => `  ${s.label.padEnd(22)} min ${fmt(s.min).padStart(10)}  median ${fmt(s.median).padStart(10)}  max ${fmt(s.max).padStart(10)}  (n=${s.runs.length})`;
+  console.log(`${r.name}\n${line(r.ours)}\n${line(r.peer)}\n  ratio ${r.ours.label}/${r.peer.label} (median): ${r.ratio.toFixed(3)}x`);
+}
+
+/** Print a one-line summary table of several results (for notes). */
+export function summary(results: PairResult[]): void {
+  console.log('\nsummary (median ratio, ours/peer; < 1 is faster):');
+  for (const r of results) console.log(`  ${r.name.padEnd(50)} ${r.ratio.toFixed(3)}x  (${fmt(r.ours.median)} vs ${fmt(r.peer.median)})`);
+}
