@@ -6,3 +6,4 @@ export * from './mediatypes.js';
 export * from './manifest.js';
 export * from './reference.js';
 export * from './platform.js';
+export * from './paths.js';
