@@ -1,6 +1,7 @@
 /** tscopy: a Skopeo-style image copy tool. Subcommands load their modules lazily. */
 import { Command } from 'commander';
 import { runMain, VERSION } from './common.js';
+import { registerSignCommands } from './tscopy-sign.js';
 
 export function program(): Command {
   const p = new Command('tscopy')
@@ -8,6 +9,9 @@ export function program(): Command {
     .version(VERSION, '-v, --version')
     .option('--debug', 'print error causes and stack traces')
     .exitOverride();
+  // --- sign: generate-key-pair, sign, verify, attach, referrers (src/cli/tscopy-sign.ts) ---
+  registerSignCommands(p);
+  // --- end sign ---
   return p;
 }
 

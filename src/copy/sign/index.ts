@@ -1,0 +1,4 @@
+/** Signing, verification and key handling (cosign-compatible). */
+export * from './keys.js';
+export * from './payload.js';
+export * from './password.js';
