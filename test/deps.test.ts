@@ -2,7 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { ROOT } from './helpers.js';
 
 const ALLOWED: Record<string, string[]> = {
@@ -38,8 +38,10 @@ describe('module boundaries', () => {
       }
       for (const f of files(dir)) {
         const src = readFileSync(f, 'utf8');
-        for (const m of src.matchAll(/(?:from|import)\s*\(?\s*['"](\.\.\/[^'"]+)['"]/g)) {
-          const target = m[1]!.split('/')[1]!;
+        for (const m of src.matchAll(/(?:from|import)\s*\(?\s*['"](\.\.?\/[^'"]+)['"]/g)) {
+          // resolve against the importing file, so nested folders (src/copy/sign/x.ts -> ../../oci) count right
+          const rel = relative(join(ROOT, 'src'), resolve(dirname(f), m[1]!));
+          const target = rel.split(sep)[0]!;
           if (target !== mod && !allowed.includes(target)) bad.push(`${f.slice(ROOT.length)} imports ${m[1]}`);
         }
       }
