@@ -7,3 +7,4 @@ export * from './manifest.js';
 export * from './reference.js';
 export * from './platform.js';
 export * from './paths.js';
+export * from './store.js';
