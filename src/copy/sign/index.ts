@@ -2,3 +2,4 @@
 export * from './keys.js';
 export * from './payload.js';
 export * from './password.js';
+export * from './verify.js';
