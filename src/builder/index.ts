@@ -1,0 +1,5 @@
+/** src/builder: Dockerfile -> typed instructions -> stage graph -> cached steps -> image. */
+export * from './lex.js';
+export * from './parser.js';
+export * from './instructions.js';
+export * from './dockerfile.js';
