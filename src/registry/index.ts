@@ -1,0 +1,10 @@
+/** src/registry: the OCI Distribution Spec v1.1 server (tsregistry). */
+export * from './driver.js';
+export * from './driver-fs.js';
+export * as layout from './paths.js';
+export * from './hooks.js';
+export * from './store.js';
+export * from './config.js';
+export * from './app.js';
+export * from './server.js';
+export { errorBody, send, sendError, sendJson, type Deps } from './http.js';
