@@ -8,3 +8,8 @@ export * from './reference.js';
 export * from './platform.js';
 export * from './paths.js';
 export * from './store.js';
+export * from './compress.js';
+export * from './xattr.js';
+export * from './tar.js';
+export * from './layer.js';
+export * from './extract.js';

@@ -1,0 +1,86 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { gzipSync } from 'node:zlib';
+import { tempDir, sh, requireTool } from '../helpers.js';
+import { compressStream, decompressStream, detectCompression, CompressionError } from '../../src/oci/compress.js';
+import { collect, prng, sha256 } from './tarutil.js';
+
+const data = Buffer.concat([prng(300_000, 3), Buffer.alloc(300_000, 0x61), prng(100_000, 4)]);
+
+async function through(input: Buffer, ...t: NodeJS.ReadWriteStream[]): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  // feed in odd-sized pieces to exercise buffering
+  const pieces: Buffer[] = [];
+  for (let i = 0; i < input.length; i += 7777) pieces.push(input.subarray(i, i + 7777));
+  await (pipeline as (...a: unknown[]) => Promise<void>)(Readable.from(pieces), ...t, async function* (src: AsyncIterable<Buffer>) {
+    for await (const c of src) chunks.push(c);
+  });
+  return Buffer.concat(chunks);
+}
+
+describe('compression', () => {
+  it('detects gzip, zstd and plain data by magic', () => {
+    assert.equal(detectCompression(gzipSync('x')), 'gzip');
+    assert.equal(detectCompression(Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0])), 'zstd');
+    assert.equal(detectCompression(Buffer.from('ustar')), 'none');
+    assert.equal(detectCompression(Buffer.from([0x1f])), 'none');
+  });
+
+  for (const c of ['gzip', 'zstd'] as const) {
+    it(`${c}: round trip, deterministic, decompress explicit and auto`, async () => {
+      const z1 = await through(data, compressStream(c));
+      const z2 = await through(data, compressStream(c));
+      assert.ok(z1.equals(z2), 'same input and level give the same bytes');
+      assert.ok(z1.length < data.length);
+      assert.equal(detectCompression(z1), c);
+      assert.equal(sha256(await through(z1, decompressStream(c))), sha256(data));
+      assert.equal(sha256(await through(z1, decompressStream('auto'))), sha256(data));
+      const fast = await through(data, compressStream(c, { level: 1 }));
+      assert.equal(sha256(await through(fast, decompressStream('auto'))), sha256(data));
+    });
+
+    it(`${c}: a truncated stream fails with a clear error`, async () => {
+      const z = await through(data, compressStream(c));
+      await assert.rejects(through(z.subarray(0, Math.floor(z.length / 2)), decompressStream('auto')), (e: Error) => {
+        assert.ok(e instanceof CompressionError, String(e));
+        assert.match(e.message, new RegExp(`truncated ${c} stream`));
+        return true;
+      });
+    });
+  }
+
+  it('auto passes plain data (and tiny inputs) through unchanged', async () => {
+    assert.ok((await through(data, decompressStream('auto'))).equals(data));
+    assert.deepEqual(await through(Buffer.from('ab'), decompressStream('auto')), Buffer.from('ab'));
+    assert.deepEqual(await through(Buffer.alloc(0), decompressStream('auto')), Buffer.alloc(0));
+  });
+
+  it('corrupt gzip data fails', async () => {
+    const z = Buffer.from(await through(data, compressStream('gzip')));
+    z.fill(0x55, 100, 200);
+    await assert.rejects(through(z, decompressStream('auto')), /corrupt gzip stream|truncated gzip/);
+  });
+
+  it('reads multi-member gzip (pigz/concatenated) and our gzip is read by gzip(1)', async (t) => {
+    requireTool('gzip');
+    const multi = Buffer.concat([gzipSync(data.subarray(0, 1000)), gzipSync(data.subarray(1000))]);
+    assert.equal(sha256(await through(multi, decompressStream('gzip'))), sha256(data));
+    const d = tempDir(t, 'gz');
+    writeFileSync(join(d, 'x.gz'), await through(data, compressStream('gzip')));
+    sh('gzip', ['-t', join(d, 'x.gz')]);
+    assert.equal(sh('sh', ['-c', `gzip -dc ${join(d, 'x.gz')} | sha256sum`]).split(' ')[0], sha256(data));
+  });
+
+  it('rejects invalid levels', () => {
+    assert.throws(() => compressStream('gzip', { level: 11 }), /invalid gzip level 11/);
+    assert.throws(() => compressStream('zstd', { level: 99 }), /invalid zstd level 99/);
+  });
+
+  it('collects', async () => {
+    assert.equal((await collect(Readable.from([Buffer.from('a')]))).toString(), 'a');
+  });
+});
