@@ -13,3 +13,4 @@ export * from './xattr.js';
 export * from './tar.js';
 export * from './layer.js';
 export * from './extract.js';
+export * from './base-image.js';
