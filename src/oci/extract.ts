@@ -124,7 +124,8 @@ export class RootResolver {
   }
 
   /**
-   * Resolve components (all of them are followed, as a parent directory chain) to a real
+   * Resolve a parent directory chain (every component is followed and must be a directory
+   * or missing) to a real
    * root-relative path. Missing components are kept as they are (they will be created).
    */
   resolve(parts: readonly string[], entry: string): string[] {
@@ -161,9 +162,8 @@ export class RootResolver {
         queue.unshift(...target.split('/'));
         continue;
       }
-      if (st.isDirectory()) this.dirs.add(rel);
-      else if (queue.some((q) => q !== '' && q !== '.'))
-        throw new ExtractError(entry, `cannot extract ${JSON.stringify(entry)}: ${JSON.stringify(rel)} is not a directory`);
+      if (!st.isDirectory()) throw new ExtractError(entry, `cannot extract ${JSON.stringify(entry)}: ${JSON.stringify(rel)} is not a directory`);
+      this.dirs.add(rel);
       out.push(c);
     }
     return out;
