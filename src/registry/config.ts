@@ -30,6 +30,7 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { UsageError, defaultRegistryRoot } from '../oci/index.js';
+import { PROD_SCHEMA } from './prod-config.js';
 
 export type LeafType = 'string' | 'bool' | 'int' | 'duration' | 'size' | 'addr' | 'any' | 'strings';
 export type Leaf = { type: LeafType; default: unknown; doc: string };
@@ -68,6 +69,7 @@ export const CONFIG_SCHEMA: SchemaNode = {
     pageSize: { type: 'int', default: 1000, doc: 'default and largest page of catalog and referrers lists' },
   },
   // ---- sections owned by regprod (auth, tls, gc, retention, quota, mirror, metrics, log) go below ----
+  ...PROD_SCHEMA,
 };
 
 export interface RegistryConfig {

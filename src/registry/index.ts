@@ -8,3 +8,12 @@ export * from './config.js';
 export * from './app.js';
 export * from './server.js';
 export { errorBody, send, sendError, sendJson, type Deps } from './http.js';
+// ---- production features (regprod) ----
+export * from './auth/index.js';
+export * from './tls.js';
+export * from './log.js';
+export * from './metrics.js';
+export * from './gc.js';
+export * from './retention.js';
+export * from './quota.js';
+export * from './prod.js';

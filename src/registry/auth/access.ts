@@ -163,7 +163,7 @@ export function validateAccessConfig(cfg: unknown, at = 'auth.access'): AccessCo
   return out;
 }
 
-export class Authorizer {
+export class AccessRules {
   private readonly rules: CompiledRule[];
   private readonly memberOf = new Map<string, Set<string>>();
 

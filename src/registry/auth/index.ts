@@ -22,7 +22,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../../oci/index.js';
-import { Authorizer, accessCovers, formatScope, parseScopes, validateAccessConfig, type AccessConfig, type Principal, type ResourceAccess } from './access.js';
+import { AccessRules, accessCovers, formatScope, parseScopes, validateAccessConfig, type AccessConfig, type Principal, type ResourceAccess } from './access.js';
 import { Htpasswd } from './htpasswd.js';
 import { TokenIssuer, TokenVerifier, loadOrCreateSigningKey, loadPublicKeys, TokenError } from './token.js';
 
@@ -146,7 +146,7 @@ export interface AuthOptions {
 }
 
 export class RegistryAuth {
-  readonly rules: Authorizer;
+  readonly rules: AccessRules;
   readonly htpasswd?: Htpasswd;
   readonly issuer?: TokenIssuer;
   readonly verifier?: TokenVerifier;
@@ -158,7 +158,7 @@ export class RegistryAuth {
     readonly config: AuthConfig,
     opts: AuthOptions = {},
   ) {
-    this.rules = new Authorizer(config.access ?? {});
+    this.rules = new AccessRules(config.access ?? {});
     if (config.htpasswd) this.htpasswd = new Htpasswd(config.htpasswd);
     const t = config.token;
     this.service = t?.service ?? 'tsregistry';
@@ -235,6 +235,8 @@ export class RegistryAuth {
       const value = sp > 0 ? h.slice(sp + 1).trim() : '';
       if (scheme === 'basic' && this.htpasswd) {
         const cred = decodeBasic(value);
+        // containers/image sends "Basic Og==" (empty user and password) when it has no credentials
+        if (cred && cred.user === '' && cred.password === '') return this.certUser(c) ? { user: this.certUser(c)!, via: 'cert' } : { via: 'anonymous' };
         if (cred && (await this.htpasswd.verify(cred.user, cred.password))) return { user: cred.user, via: 'basic' };
         return this.challenge(c, [], this.mode === 'token' ? 'invalid_token' : undefined, 'invalid username or password');
       }
@@ -327,8 +329,9 @@ export class RegistryAuth {
       if (h) {
         const m = /^basic\s+(.+)$/i.exec(h);
         const cred = m ? decodeBasic(m[1]!) : undefined;
-        if (!cred || !this.htpasswd || !(await this.htpasswd.verify(cred.user, cred.password))) return tokenError(401, 'UNAUTHORIZED', 'invalid username or password');
-        user = cred.user;
+        if (cred && cred.user === '' && cred.password === '') user = this.certUser(c);
+        else if (!cred || !this.htpasswd || !(await this.htpasswd.verify(cred.user, cred.password))) return tokenError(401, 'UNAUTHORIZED', 'invalid username or password');
+        else user = cred.user;
       } else user = this.certUser(c);
       return respond(user, scopes, c.req.query('offline_token') === 'true');
     });
