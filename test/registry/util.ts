@@ -91,3 +91,80 @@ export function errCode(r: Res): string | undefined {
     return undefined;
   }
 }
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { existsSync, rmSync as rmSyncFs } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { ROOT, PEERS, sh, requireTool, freePort } from '../helpers.js';
+
+/** ../shared/peers (helpers.PEERS is relative to the checkout, which is /work/wt/NAME in a worktree). */
+export const PEERS_DIR = existsSync(PEERS) ? PEERS : '/work/shared/peers';
+
+/** distribution (docker-registry) on a free loopback port, stopped by PID and its store removed after the test. */
+export async function startDistribution(t: T): Promise<{ addr: string; url: string; pid: number; store: string }> {
+  requireTool('docker-registry');
+  const port = await freePort();
+  const out = sh('sh', [join(PEERS_DIR, 'start-distribution.sh'), `127.0.0.1:${port}`]);
+  const vars = Object.fromEntries(out.trim().split('\n').map((l) => l.split('=', 2) as [string, string]));
+  const pid = Number(vars.PID);
+  t.after(() => {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {}
+    spawnSync('sh', ['-c', `for i in $(seq 50); do kill -0 ${pid} 2>/dev/null || exit 0; sleep 0.1; done; kill -9 ${pid} 2>/dev/null`]);
+    rmSyncFs(vars.STORE!, { recursive: true, force: true });
+    rmSyncFs(vars.LOG!, { force: true });
+  });
+  return { addr: vars.ADDR!, url: `http://${vars.ADDR}`, pid, store: vars.STORE! };
+}
+
+export type RegistryProcess = { addr: string; url: string; pid: number; child: ChildProcess; stop(signal?: NodeJS.Signals): Promise<number | null> };
+
+/** Run `tsregistry serve` as a real process on a free port; stopped (by PID) when the test ends. */
+export async function spawnRegistry(t: T, root: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RegistryProcess> {
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'tsregistry.js'), 'serve', '--addr', '127.0.0.1:0', '--root', root, ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`tsregistry did not start in 10s: ${stderr}`)), 10_000);
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`tsregistry exited with ${code} before listening: ${stderr}`));
+    });
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code, sig) => resolve(code ?? (sig ? -1 : null))));
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    return exited;
+  };
+  t.after(() => stop('SIGKILL').then(() => undefined));
+  return { url, addr: url.replace(/^https?:\/\//, ''), pid: child.pid!, child, stop };
+}
+
+let baseBuilt: Promise<string> | undefined;
+/** The busybox base image as an OCI layout (../shared/peers/make-base.sh, built once per process). */
+export function baseOciDir(): Promise<string> {
+  baseBuilt ??= (async () => {
+    requireTool('buildah');
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(join(tmpdir(), 'tsimage-regbase-'));
+    process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+    sh('sh', [join(PEERS_DIR, 'make-base.sh'), dir]);
+    return join(dir, 'oci');
+  })();
+  return baseBuilt;
+}
