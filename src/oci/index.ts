@@ -14,3 +14,4 @@ export * from './tar.js';
 export * from './layer.js';
 export * from './extract.js';
 export * from './base-image.js';
+export * from './archive.js';

@@ -591,6 +591,42 @@ export class OciLayout implements ContentStore {
     });
   }
 
+  /**
+   * Add several index.json entries in one locked update: named ones replace the entry of
+   * that name (as tag()), unnamed ones are added unless their digest is already listed.
+   * Returns the entries as written.
+   */
+  async addEntries(entries: readonly { name?: string | undefined; descriptor: Descriptor }[]): Promise<Descriptor[]> {
+    const out = entries.map(({ name, descriptor }) => {
+      const e = structuredClone(descriptor);
+      if (name !== undefined) {
+        validateRefName(name);
+        e.annotations = { ...(e.annotations ?? {}), [REF_NAME_ANNOTATION]: name };
+      }
+      return e;
+    });
+    await this.updateIndex((index) => {
+      let changed = false;
+      for (const e of out) {
+        const name = refName(e);
+        if (name !== undefined) {
+          const i = index.manifests.findIndex((m) => refName(m) === name);
+          if (i >= 0) {
+            if (JSON.stringify(index.manifests[i]) === JSON.stringify(e)) continue;
+            index.manifests[i] = e;
+            index.manifests = index.manifests.filter((m, j) => j <= i || refName(m) !== name);
+          } else index.manifests.push(e);
+          changed = true;
+        } else if (!index.manifests.some((m) => m.digest === e.digest)) {
+          index.manifests.push(e);
+          changed = true;
+        }
+      }
+      return changed ? { index, result: undefined } : { result: undefined };
+    });
+    return out;
+  }
+
   /** Remove the entry of that name; true when there was one. Blobs stay until gc(). */
   async untag(name: string): Promise<boolean> {
     return this.updateIndex((index) => {
@@ -613,7 +649,15 @@ export class OciLayout implements ContentStore {
 
   /** Digests reachable from index.json (manifests, index children, configs, layers, subjects' referrers). */
   async reachable(): Promise<Set<Digest>> {
-    const index = await this.loadIndex();
+    return this.reachableFrom((await this.loadIndex()).manifests);
+  }
+
+  /**
+   * Digests reachable from `roots`: manifests, index children, configs, layers and (with
+   * `referrers`, default true) manifests whose `subject` is reachable, to a fixpoint.
+   * Missing blobs are included (they are referenced) but not descended into.
+   */
+  async reachableFrom(roots: readonly Descriptor[], opts: { referrers?: boolean } = {}): Promise<Set<Digest>> {
     const marked = new Set<Digest>();
     const visit = async (desc: Descriptor): Promise<void> => {
       if (marked.has(desc.digest)) return;
@@ -622,20 +666,16 @@ export class OciLayout implements ContentStore {
       const doc = await this.readDoc(desc.digest);
       if (doc) await this.visitChildren(doc, visit);
     };
-    for (const m of index.manifests) await visit(m);
+    for (const m of roots) await visit(m);
+    if (opts.referrers === false) return marked;
     // Referrers: manifests not reachable themselves whose subject is kept (to a fixpoint).
-    const all: Digest[] = [];
-    for await (const d of this.digests()) all.push(d);
-    let candidates: { digest: Digest; doc: Record<string, unknown> }[] | undefined;
+    const candidates: { digest: Digest; doc: Record<string, unknown> }[] = [];
+    for await (const d of this.digests()) {
+      if (marked.has(d)) continue;
+      const doc = await this.readDoc(d, true);
+      if (doc && typeof doc.subject === 'object' && doc.subject !== null) candidates.push({ digest: d, doc });
+    }
     for (;;) {
-      if (!candidates) {
-        candidates = [];
-        for (const d of all) {
-          if (marked.has(d)) continue;
-          const doc = await this.readDoc(d, true);
-          if (doc && typeof doc.subject === 'object' && doc.subject !== null) candidates.push({ digest: d, doc });
-        }
-      }
       let changed = false;
       for (const c of candidates) {
         if (marked.has(c.digest)) continue;
