@@ -748,8 +748,8 @@ export async function importDockerArchive(path: string, layout: OciLayout, opts:
     const src = await reader.blob(i, l.diffID, { signal: opts.signal });
     if (compression === 'none') {
       layers.push(
-        await layout.ingest({ digest: l.diffID, size: l.size, mediaType: MediaTypes.ociLayer }, src, { signal: opts.signal, onProgress: opts.onProgress }).catch((e) => {
-          if (e instanceof DigestMismatchError || e instanceof SizeMismatchError) throw new DigestMismatchError(l.diffID, (e as DigestMismatchError).actual ?? '?', what);
+        await layout.ingest({ digest: l.diffID, size: l.size, mediaType: MediaTypes.ociLayer }, src, { signal: opts.signal, onProgress: opts.onProgress }).catch((e: unknown) => {
+          if (e instanceof DigestMismatchError) throw new DigestMismatchError(l.diffID, e.actual, what);
           throw e;
         }),
       );
