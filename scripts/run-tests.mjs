@@ -3,7 +3,7 @@
 // nothing behind: no new mounts, no tsimage temp dirs, no stray registry/tsimage processes.
 // usage: node scripts/run-tests.mjs [filter...]   (filters match test file paths)
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { readdirSync, readFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { tmpdir } from 'node:os';
 
@@ -21,15 +21,25 @@ function findTests(dir) {
   return out.sort();
 }
 
-const mounts = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean).map((l) => l.split(' ')[4]);
-const temps = () => readdirSync(tmpdir()).filter((n) => n.startsWith('tsimage-'));
+// Every run gets its own TMPDIR and run id, so leftovers are judged for this run only
+// (several checkouts may run their suites on one machine at the same time).
+const runTmp = mkdtempSync(join(tmpdir(), 'tsimage-testrun-'));
+const runId = runTmp.slice(runTmp.lastIndexOf('-') + 1);
+const mounts = () =>
+  readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split(' ')[4])
+    .filter((m) => m.startsWith(runTmp) || m.startsWith('/var/lib/tsimage'));
+const temps = () => readdirSync(runTmp);
 function procs() {
   const out = new Map();
   for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
     try {
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
-      if (/docker-registry|tsregistry|dist\/src\/cli\/|radosgw|tsimage-test/.test(cmd)) out.set(pid, cmd);
+      const env = readFileSync(`/proc/${pid}/environ`, 'utf8');
+      if (!env.includes(`TSIMAGE_TEST_RUN=${runId}`)) continue;
+      out.set(pid, readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim());
     } catch {}
   }
   return out;
@@ -45,7 +55,7 @@ if (files.length === 0) {
 const before = { mounts: new Set(mounts()), temps: new Set(temps()), procs: procs() };
 const concurrency = process.env.TEST_CONCURRENCY ?? '2';
 const args = ['--test', `--test-concurrency=${concurrency}`, '--test-timeout=600000', ...files];
-const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root, env: { ...process.env, TSIMAGE_TEST: '1' } });
+const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root, env: { ...process.env, TSIMAGE_TEST: '1', TSIMAGE_TEST_RUN: runId, TMPDIR: runTmp } });
 
 const leftMounts = mounts().filter((m) => !before.mounts.has(m));
 const leftTemps = temps().filter((n) => !before.temps.has(n));
@@ -57,8 +67,9 @@ if (leftMounts.length) {
 }
 if (leftTemps.length) {
   bad = true;
-  console.error(`run-tests: the suite left temp dirs behind in ${tmpdir()}:\n  ${leftTemps.join('\n  ')}`);
+  console.error(`run-tests: the suite left temp dirs behind in ${runTmp}:\n  ${leftTemps.join('\n  ')}`);
 }
+if (!leftMounts.length) rmSync(runTmp, { recursive: true, force: true });
 if (leftProcs.length) {
   bad = true;
   console.error(`run-tests: the suite left processes running:\n  ${leftProcs.map(([p, c]) => `${p} ${c}`).join('\n  ')}`);
