@@ -1,0 +1,132 @@
+/**
+ * The contract between the copy engine and its transports (containers/image's split, go-containerregistry's
+ * small interfaces). The engine knows nothing of transports: it sees an ImageSource and an ImageDestination.
+ *
+ * Call order on a destination (as containers/image states it): putBlob/tryReuse for every blob (in parallel
+ * when caps.parallelPuts), then putManifest for child manifests, then the top manifest, then commit(), then
+ * close() on every path. A putBlob whose body fails (read error, digest mismatch, abort) must leave no partial
+ * data visible. Nothing is visible at the destination under a tag before putManifest of the top manifest.
+ */
+import type { Readable } from 'node:stream';
+import type { Descriptor, Digest, Io, MediaType } from '../oci/index.js';
+
+/** A parsed `transport:rest` image name. `transport` is the table key (docker, oci, oci-archive, docker-archive, dir, tsbuild). */
+export interface ImageName {
+  readonly transport: string;
+  /** The part after `transport:` as the user wrote it (for messages and policy scopes). */
+  readonly rest: string;
+  /** Canonical string form `transport:rest` (docker: `docker://host/repo:tag`). */
+  toString(): string;
+  /**
+   * The registry reference when the transport has one (docker), else undefined.
+   * Used for signature identities and policy.json scope lookup.
+   */
+  readonly dockerReference?: string | undefined;
+  /** policy.json scope for this transport (containers/image PolicyConfigurationIdentity), e.g. `host/repo:tag` or `/abs/dir:tag`. */
+  policyIdentity(): string;
+  /** Parent scopes, most specific first (containers/image PolicyConfigurationNamespaces). */
+  policyNamespaces(): string[];
+}
+
+/** Options every transport may use when opening a source or destination. */
+export interface OpenOptions extends Io {
+  /** Registry credentials `user:password`, overriding auth.json. */
+  creds?: string | undefined;
+  /** Registry bearer token, overriding auth.json. */
+  registryToken?: string | undefined;
+  /** false = plain HTTP / no TLS verification allowed for this registry (skopeo's --tls-verify=false). */
+  tlsVerify?: boolean | undefined;
+  /** auth.json path (--authfile). */
+  authfile?: string | undefined;
+  /** Directory with CA certs / client certs (skopeo's --cert-dir). */
+  certDir?: string | undefined;
+  /** Retries on temporary failures (--retry-times). */
+  retryTimes?: number | undefined;
+  /** User-Agent and similar per-process settings. */
+  userAgent?: string | undefined;
+}
+
+export interface ManifestBytes {
+  /** The bytes exactly as stored/served: never re-serialized. */
+  bytes: Buffer;
+  mediaType: MediaType;
+  digest: Digest;
+}
+
+export interface ImageSource {
+  readonly name: ImageName;
+  /**
+   * The top manifest (no argument) or a child manifest of an index by digest. Bytes are verified against the
+   * digest when one is known (by digest reference or `instance`).
+   */
+  manifest(instance?: Digest, io?: Io): Promise<ManifestBytes>;
+  /** A blob's bytes. The engine verifies digest and size while streaming; a source may also verify. */
+  blob(d: Descriptor, io?: Io & { start?: number | undefined }): Promise<Readable>;
+  /** Tags of the repository (docker) or of the layout/archive; optional capability. */
+  tags?(io?: Io): Promise<string[]>;
+  /** Referrers of a manifest digest (OCI 1.1 referrers API, or the `sha256-<hex>` tag fallback); optional capability. */
+  referrers?(digest: Digest, io?: Io & { artifactType?: string | undefined }): Promise<Descriptor[]>;
+  /** Manifest by tag or digest in the same repository (used for `.sig` tags and referrers); optional capability. */
+  manifestByRef?(tagOrDigest: string, io?: Io): Promise<ManifestBytes | undefined>;
+  close(): Promise<void>;
+}
+
+export interface DestinationCaps {
+  /** Manifest media types the destination can store; the engine converts (or fails) otherwise. */
+  readonly manifestTypes: readonly MediaType[];
+  /** Whether putBlob may run concurrently. */
+  readonly parallelPuts: boolean;
+  /** Whether the destination stores manifest bytes verbatim (digests preserved). docker-archive does not. */
+  readonly preservesDigests: boolean;
+  /** Whether signatures / referrers can be stored (registries and OCI layouts yes, archives no). */
+  readonly acceptsSignatures: boolean;
+}
+
+export type ReuseResult =
+  /** The blob is already there (HEAD 200): nothing to send. */
+  | { kind: 'present'; descriptor: Descriptor }
+  /** Cross-repository mount succeeded. */
+  | { kind: 'mounted'; descriptor: Descriptor; from: string }
+  | { kind: 'absent' };
+
+export interface ImageDestination {
+  readonly name: ImageName;
+  readonly caps: DestinationCaps;
+  /**
+   * Try to avoid sending a blob: present already, or mountable from `mountFrom` repositories
+   * (same registry, `repo` names without host). Cheap: at most one request per candidate.
+   */
+  tryReuse(d: Descriptor, io?: Io & { mountFrom?: readonly string[] | undefined }): Promise<ReuseResult>;
+  /** Store a blob from a stream; verifies digest/size when given; leaves nothing behind on failure. */
+  putBlob(d: Descriptor, body: Readable | AsyncIterable<Uint8Array>, io?: Io): Promise<Descriptor>;
+  /**
+   * Store a manifest. `tagOrDigest` undefined = by digest only (children of an index); a tag = also point the tag
+   * at it. The bytes are stored verbatim.
+   */
+  putManifest(m: ManifestBytes, tagOrDigest?: string, io?: Io): Promise<void>;
+  /** Tag to write when the destination name has none (docker: from the name; oci: the ref in the name). */
+  readonly tag?: string | undefined;
+  /** Delete a manifest/tag (sync --prune, tscopy delete); optional capability. */
+  deleteManifest?(tagOrDigest: string, io?: Io): Promise<void>;
+  /** Tags at the destination (sync incremental, prune); optional capability. */
+  tags?(io?: Io): Promise<string[]>;
+  /** Digest the destination currently has for a tag, if any (sync: one HEAD); optional capability. */
+  manifestDigest?(tag: string, io?: Io): Promise<Digest | undefined>;
+  /** Make what was put durable/visible (archives are written here). */
+  commit(io?: Io): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface Transport {
+  /** Table key: `docker`, `oci`, `oci-archive`, `docker-archive`, `dir`, `tsbuild`. */
+  readonly name: string;
+  /** Parse the part after `name:`; throws UsageError naming the problem. */
+  parse(rest: string): ImageName;
+  source(name: ImageName, opts?: OpenOptions): Promise<ImageSource>;
+  destination(name: ImageName, opts?: OpenOptions): Promise<ImageDestination>;
+}
+
+/** Optional-capability probes (go-containerregistry style). */
+export const canListTags = (s: ImageSource): s is ImageSource & Required<Pick<ImageSource, 'tags'>> => typeof s.tags === 'function';
+export const canListReferrers = (s: ImageSource): s is ImageSource & Required<Pick<ImageSource, 'referrers'>> =>
+  typeof s.referrers === 'function';
