@@ -2,7 +2,7 @@
 # Installs the Debian packages the test suite needs (oracles and runtimes), when missing.
 # Idempotent and fast when everything is present. Needs root to install.
 set -eu
-PKGS="buildah skopeo podman docker-registry runc umoci busybox-static jq pigz uidmap openssl curl file iproute2 apache2-utils"
+PKGS="buildah skopeo podman docker-registry runc umoci busybox-static jq pigz zstd uidmap openssl curl file iproute2 apache2-utils"
 # binary that proves each package is present
 have() {
   case "$1" in

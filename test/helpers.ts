@@ -1,5 +1,5 @@
 /** Shared test helpers: temp dirs that clean themselves up, tool checks, process helpers. */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -7,8 +7,16 @@ import type { TestContext } from 'node:test';
 
 /** Repository root (tests run from dist/test/...). */
 export const ROOT = new URL('../../', import.meta.url).pathname;
-/** ../shared beside the checkout (peers, s3). */
-export const SHARED = join(ROOT, '..', 'shared');
+/**
+ * ../shared beside the checkout (peers, s3); for a worktree nested one level deeper
+ * (e.g. /work/wt/<name>), the first `shared/peers` found walking up from the checkout.
+ */
+export const SHARED = ((): string => {
+  for (let dir = join(ROOT, '..'); ; dir = join(dir, '..')) {
+    if (existsSync(join(dir, 'shared', 'peers'))) return join(dir, 'shared');
+    if (dir === '/' || join(dir, '..') === dir) return join(ROOT, '..', 'shared');
+  }
+})();
 export const PEERS = join(SHARED, 'peers');
 
 /** A fresh temp dir (prefix tsimage-) removed when the test ends. */

@@ -7,6 +7,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tmpdir } from 'node:os';
 import { Readable } from 'node:stream';
 import { spawnSync } from 'node:child_process';
 import { gzipSync } from 'node:zlib';
@@ -201,6 +202,9 @@ describe('hostile tar corpus', () => {
     const s = setup(t);
     chownSync(s.root, 65534, 65534);
     chmodSync(s.base, 0o755);
+    // the run's own TMPDIR (scripts/run-tests.mjs) is mode 0700: let uid 65534 traverse it
+    const tmp = tmpdir();
+    if (tmp !== '/tmp' && (statSync(tmp).mode & 0o001) === 0) chmodSync(tmp, statSync(tmp).mode | 0o711);
     const tarDir = tempDir(t, 'hostile-tar');
     chmodSync(tarDir, 0o755);
     const tarFile = join(tarDir, 'dev.tar');

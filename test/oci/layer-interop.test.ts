@@ -137,7 +137,8 @@ describe('layer interop', () => {
       const env = { ...process.env, CONTAINERS_STORAGE_CONF: conf, SOURCE_DATE_EPOCH: '0' };
       sh('sh', [join(PEERS, 'make-base.sh'), join(work, 'base')], { env });
       base = join(work, 'base/oci');
-      const ctr = sh('buildah', ['from', '-q', '--pull-never', `oci:${base}:latest`], { env }).trim();
+      // a relative oci: path: the run's TMPDIR may hold capitals, which buildah refuses in the name it derives
+      const ctr = sh('buildah', ['from', '-q', '--pull-never', 'oci:base/oci:latest'], { env, cwd: work }).trim();
       try {
         sh(
           'buildah',
@@ -154,7 +155,7 @@ describe('layer interop', () => {
           { env },
         );
         two = join(work, 'two');
-        sh('buildah', ['commit', '--quiet', '--format', 'oci', ctr, `oci:${two}:latest`], { env });
+        sh('buildah', ['commit', '--quiet', '--format', 'oci', ctr, 'oci:two:latest'], { env, cwd: work });
       } finally {
         sh('buildah', ['rm', ctr], { env });
         sh('buildah', ['rmi', '--all', '--force'], { env });
