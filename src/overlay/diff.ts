@@ -47,7 +47,8 @@ export function* overlayChanges(upper: string, o: DiffOptions = {}): Generator<T
     }
     if (isWhiteout(st)) {
       const name = f.rel ? `${f.rel}/.wh.${nm}` : `.wh.${nm}`;
-      yield { header: { name, type: 'file', size: 0, mode: 0o600, uid: st.uid, gid: st.gid, mtime: mtimeOf(st) } };
+      // mode: the device's permission bits (0 for overlay's own whiteouts), as containers/storage and moby write them
+      yield { header: { name, type: 'file', size: 0, mode: st.mode & 0o777, uid: st.uid, gid: st.gid, mtime: mtimeOf(st) } };
       continue;
     }
     const h = headerFromStats(rel, st, st.isSymbolicLink() ? readlinkSync(abs) : undefined);

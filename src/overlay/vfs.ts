@@ -197,7 +197,7 @@ export function* vfsChanges(root: string, lower: Record<string, Sig>): Generator
     for (const nm of [...names.keys()].sort(byteCompare)) {
       const r = rel ? `${rel}/${nm}` : nm;
       if (names.get(nm) === 'whiteout') {
-        yield { header: { name: rel ? `${rel}/.wh.${nm}` : `.wh.${nm}`, type: 'file', size: 0, mode: 0o600 } };
+        yield { header: { name: rel ? `${rel}/.wh.${nm}` : `.wh.${nm}`, type: 'file', size: 0, mode: 0 } }; // mode 0 as containers/storage's ExportChanges
         continue;
       }
       const abs = join(root, r);
