@@ -178,6 +178,8 @@ export async function collectGarbage(store: RegistryStore, o: GcOptions = {}): P
     const repos = await store.listRepositories();
     report.repositories = repos.length;
     const doomedManifests: { repo: string; digest: Digest; subject?: Digest }[] = [];
+    /** Untagged revisions judged during mark (the re-scan below looks only for new ones). */
+    const considered = new Set<string>();
 
     /** Mark everything reachable from `roots` in `repo`; returns the manifests reached. */
     const traverse = async (repo: string, roots: Iterable<Digest>): Promise<Set<string>> => {
@@ -217,7 +219,10 @@ export async function collectGarbage(store: RegistryStore, o: GcOptions = {}): P
           const t = await mtime(store, P.manifestRevisionPath(repo, d));
           if (t === undefined) continue;
           if (t > cutoff || coord?.isProtected(d, start)) roots.push(d);
-          else untagged.push(d);
+          else {
+            untagged.push(d);
+            considered.add(`${repo}@${d}`);
+          }
         }
       }
       const reached = await traverse(repo, roots);
@@ -241,7 +246,7 @@ export async function collectGarbage(store: RegistryStore, o: GcOptions = {}): P
       for (const repo of await store.listRepositories()) {
         const fresh: Digest[] = [];
         for (const d of await store.listManifests(repo)) {
-          if (marked.has(d)) continue;
+          if (marked.has(d) || considered.has(`${repo}@${d}`)) continue;
           const t = await mtime(store, P.manifestRevisionPath(repo, d));
           if (t !== undefined && t >= start - 2000) fresh.push(d);
         }
@@ -262,6 +267,8 @@ export async function collectGarbage(store: RegistryStore, o: GcOptions = {}): P
       if (dryRun) continue;
       const tags = await store.tagsPointingTo(m.repo, m.digest);
       if (tags.length) continue; // tagged meanwhile
+      const again = await mtime(store, P.manifestRevisionPath(m.repo, m.digest));
+      if (again === undefined || again > cutoff) continue; // pushed again meanwhile
       if (m.subject) await store.driver.delete(P.referrerPath(m.repo, m.subject, m.digest));
       await store.driver.delete(P.manifestRevisionPath(m.repo, m.digest));
     }

@@ -17,3 +17,4 @@ export * from './gc.js';
 export * from './retention.js';
 export * from './quota.js';
 export * from './prod.js';
+export * from './scrub.js';

@@ -707,6 +707,13 @@ export class RegistryStore {
         }
   }
 
+  /** Drop every cached fact about a blob (its data was moved away: scrub quarantine). */
+  forget(d: Digest): void {
+    this.bytes.delete(d);
+    this.blobCache.clear();
+    this.revCache.clear();
+  }
+
   /** Remove a blob's data from the global store (GC only: links are not checked). */
   async deleteBlobData(d: Digest): Promise<void> {
     await this.driver.delete(P.blobDataPath(d));
