@@ -2,7 +2,19 @@
  * tscopy's signing commands (generate-key-pair, sign, verify, attach, referrers).
  * Registration only: each action imports its implementation lazily.
  */
-import type { Command } from 'commander';
+import { Command, Option } from 'commander';
+
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+
+/** skopeo's registry flags for the image argument. */
+function registryFlags(c: Command): Command {
+  return c
+    .option('--tls-verify <bool>', 'require HTTPS and verify certificates when talking to the registry', (v) => v !== 'false', true)
+    .option('--creds <user:password>', 'registry credentials')
+    .option('--registry-token <token>', 'bearer token for the registry')
+    .option('--authfile <path>', 'auth.json with registry credentials')
+    .option('--cert-dir <dir>', 'directory with certificates (*.crt, *.cert, *.key) for the registry');
+}
 
 export function registerSignCommands(p: Command): void {
   p.command('generate-key-pair')
@@ -14,4 +26,62 @@ export function registerSignCommands(p: Command): void {
       const m = await import('./sign-impl.js');
       await m.generateKeyPairCmd(opts);
     });
+
+  registryFlags(
+    p
+      .command('sign')
+      .description('Sign an image (cosign format): a signature layer in the sha256-<digest>.sig tag, optionally an OCI 1.1 referrer')
+      .argument('<image>', 'docker://HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG]')
+      .requiredOption('--key <file>', 'private key (cosign encrypted, or PKCS#8/SEC1 PEM as openssl writes)')
+      .option('--password-file <file>', 'key password from a file (else $COSIGN_PASSWORD, a prompt, or stdin)')
+      .option('--referrer', 'also store the signature as an OCI 1.1 referrer (subject = the image)')
+      .option('--no-tag-storage', 'do not write the .sig tag (with --referrer: referrer only)')
+      .option('-a, --annotation <key=value>', 'extra payload annotation (repeatable)', collect)
+      .option('--identity <ref>', 'docker reference to sign for (default: the image\'s reference)')
+      .option('-q, --quiet', 'no report on stderr'),
+  ).action(async (image: string, opts: import('./sign-impl.js').SignCmdOpts) => {
+    const m = await import('./sign-impl.js');
+    if (opts.referrer === undefined && opts.tagStorage === false) throw new (await import('../oci/errors.js')).UsageError('--no-tag-storage needs --referrer');
+    await m.signCmd(image, opts);
+  });
+
+  registryFlags(
+    p
+      .command('verify')
+      .description('Verify an image\'s cosign signatures (.sig tag and referrers): signature, manifest digest and identity; exit 0 when one is valid')
+      .argument('<image>', 'docker://HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG]')
+      .requiredOption('--key <file>', 'public key PEM (repeatable: any may verify)', collect)
+      .addOption(new Option('--format <format>', 'report format').choices(['text', 'json']).default('text')),
+  ).action(async (image: string, opts: import('./sign-impl.js').VerifyCmdOpts) => {
+    const m = await import('./sign-impl.js');
+    const code = await m.verifyCmd(image, opts);
+    if (code !== 0) throw new (await import('../oci/errors.js')).TsimageError(`${image}: no valid signature`);
+  });
+
+  registryFlags(
+    p
+      .command('attach')
+      .description('Attach a file (SBOM, attestation, ...) to an image as an OCI 1.1 artifact with subject (tag fallback on registries without the referrers API)')
+      .argument('<file>', 'the file to attach')
+      .argument('<image>', 'docker://HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG]')
+      .requiredOption('--artifact-type <type>', 'artifactType of the manifest (e.g. application/spdx+json)')
+      .option('--media-type <type>', 'media type of the file\'s layer', 'application/octet-stream')
+      .option('--annotation <key=value>', 'manifest annotation (repeatable)', collect)
+      .option('-q, --quiet', 'print only the artifact\'s digest'),
+  ).action(async (file: string, image: string, opts: import('./sign-impl.js').AttachCmdOpts) => {
+    const m = await import('./sign-impl.js');
+    await m.attachCmd(file, image, opts);
+  });
+
+  registryFlags(
+    p
+      .command('referrers')
+      .description('List the referrers of an image (referrers API, or the sha256-<hex> tag fallback)')
+      .argument('<image>', 'docker://HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG]')
+      .option('--artifact-type <type>', 'only referrers of this artifactType')
+      .addOption(new Option('--format <format>', 'output format').choices(['text', 'json']).default('text')),
+  ).action(async (image: string, opts: import('./sign-impl.js').ReferrersCmdOpts) => {
+    const m = await import('./sign-impl.js');
+    await m.referrersCmd(image, opts);
+  });
 }

@@ -15,7 +15,11 @@ import { join, resolve } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { TsimageError, UsageError, type Digest, type ImageReference } from '../oci/index.js';
 import { loadPublicKey } from './sign/keys.js';
-import { checkCandidate, parseSignedIdentity, type SignatureCandidate, type SignedIdentity } from './sign/verify.js';
+import { checkCandidate, normalizedNamed, parseSignedIdentity, type SignatureCandidate, type SignedIdentity } from './sign/verify.js';
+import { findSignatures } from './sign/attachments.js';
+import { transportRepo } from './sign/repo.js';
+import type { ImageName, ImageSource, ManifestBytes } from './types.js';
+import type { Io } from '../oci/index.js';
 
 export const SYSTEM_POLICY_PATH = '/etc/containers/policy.json';
 
@@ -372,4 +376,39 @@ export async function evaluatePolicy(policy: Policy, subject: PolicySubject): Pr
     }
   }
   return { section, accepted };
+}
+
+// ---------------------------------------------------------------------------------------
+// Enforcement on copy/sync (the engine's beforeWrite hook)
+
+/** The policy subject for a transport image name and the digest of the manifest being copied. */
+export function policySubject(name: ImageName, manifestDigest: Digest, signatures: () => Promise<SignatureCandidate[]>): PolicySubject {
+  let dockerReference: ImageReference | undefined;
+  if (name.dockerReference) {
+    const r = normalizedNamed(name.dockerReference);
+    dockerReference = !r.tag && !r.digest ? { ...r, tag: 'latest' } : r;
+  }
+  return {
+    transport: name.transport,
+    identity: name.policyIdentity(),
+    namespaces: name.policyNamespaces(),
+    dockerReference,
+    manifestDigest,
+    signatures,
+  };
+}
+
+/**
+ * Evaluate the policy for a source image about to be copied (its top manifest already read);
+ * throws PolicyRejectedError before anything is written. Signatures are looked up in the
+ * source's `.sig` tag and referrers only when a rule needs them.
+ */
+export async function enforcePolicy(policy: Policy, src: ImageSource, manifest: ManifestBytes, io?: Io): Promise<PolicyDecision> {
+  const subject = policySubject(src.name, manifest.digest, async () => {
+    // a transport that cannot hold signatures (dir:, archives): there are none
+    if (!src.manifestByRef) return [];
+    const found = await findSignatures(transportRepo(src), manifest.digest, io);
+    return found.candidates;
+  });
+  return evaluatePolicy(policy, subject);
 }

@@ -79,6 +79,23 @@ describe('cosign encrypted key envelope', () => {
     assert.equal(decryptEnvelope(SSL_STANDARD_VECTOR, 'supersecret').toString(), JSON.stringify(Buffer.from('reallyimportant').toString('base64')));
   });
 
+  it('encrypts to the published vector byte for byte (same password, salt, nonce: the same envelope go-securesystemslib wrote)', () => {
+    const v = JSON.parse(SSL_DECRYPT_VECTOR) as { kdf: { salt: string }; cipher: { nonce: string } };
+    const ours = encryptEnvelope(Buffer.from('reallyimportant'), 'supersecret', {
+      params: SCRYPT_PARAMS.legacy,
+      salt: Buffer.from(v.kdf.salt, 'base64'),
+      nonce: Buffer.from(v.cipher.nonce, 'base64'),
+    });
+    assert.equal(ours.toString(), SSL_DECRYPT_VECTOR);
+    const w = JSON.parse(SSL_STANDARD_VECTOR) as { kdf: { salt: string }; cipher: { nonce: string } };
+    const ours2 = encryptEnvelope(Buffer.from(JSON.stringify(Buffer.from('reallyimportant').toString('base64'))), 'supersecret', {
+      params: SCRYPT_PARAMS.standard,
+      salt: Buffer.from(w.kdf.salt, 'base64'),
+      nonce: Buffer.from(w.cipher.nonce, 'base64'),
+    });
+    assert.equal(ours2.toString(), SSL_STANDARD_VECTOR);
+  });
+
   it('refuses unsupported scrypt parameters, a wrong password and a tampered ciphertext', () => {
     assert.throws(() => decryptEnvelope(SSL_UNSUPPORTED_VECTOR, 'supersecret'), /unsupported scrypt parameters/);
     assert.throws(() => decryptEnvelope(SSL_DECRYPT_VECTOR, 'supersecreT'), (e: unknown) => e instanceof KeyDecryptError && /wrong password/.test((e as Error).message));

@@ -15,6 +15,8 @@ export interface SignatureCandidate {
   signature: string | undefined;
   /** Where it came from, for reports ("tag sha256-….sig, layer 1"). */
   where: string;
+  /** Set when the payload could not be read (digest mismatch, missing blob): the candidate fails with this. */
+  problem?: string | undefined;
 }
 
 /** How the signed docker-reference must relate to the image (policy.json's signedIdentity). */
@@ -143,6 +145,7 @@ export function checkCandidate(
   c: SignatureCandidate,
   opts: { keys: KeyObject[]; manifestDigest: Digest; identity: SignedIdentity | undefined; intended: ImageReference | undefined },
 ): CandidateResult {
+  if (c.problem) return { candidate: c, ok: false, reason: c.problem };
   if (!c.signature) return { candidate: c, ok: false, reason: 'no signature annotation on the payload layer' };
   let keyIndex = -1;
   let lastErr = '';

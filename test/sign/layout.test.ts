@@ -1,0 +1,276 @@
+/**
+ * tscopy sign / verify / attach / referrers on OCI layouts (the CLI end to end), cosign's storage
+ * layout checked field by field, signatures checked by openssl, tampering refused with clear reasons,
+ * and carrying signatures + referrers between layouts.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { digestOf, OciLayout, type Descriptor, type Digest } from '../../src/oci/index.js';
+import {
+  carryAttachments,
+  generateKeyPair,
+  layoutRepo,
+  loadPrivateKey,
+  makePayload,
+  SCRYPT_PARAMS,
+  signatureTag,
+  signPayload,
+  referrersFallbackTag,
+  COSIGN_SIG_ARTIFACT_TYPE,
+} from '../../src/copy/sign/index.js';
+import { baseLayoutCopy } from '../fixtures/base.js';
+import { requireTool, sh, tempDir } from '../helpers.js';
+
+const TSCOPY = new URL('../../../bin/tscopy.js', import.meta.url).pathname;
+
+function tscopy(args: string[], env: NodeJS.ProcessEnv = {}): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [TSCOPY, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+function ok(args: string[], env: NodeJS.ProcessEnv = {}): { stdout: string; stderr: string } {
+  const r = tscopy(args, env);
+  assert.equal(r.status, 0, `tscopy ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  return r;
+}
+
+/** Key files in dir: <name>.key (encrypted, password "pw") and <name>.pub. */
+function keyPair(dir: string, name: string): { key: string; pub: string; pw: string } {
+  const pair = generateKeyPair('pw', { params: SCRYPT_PARAMS.legacy });
+  writeFileSync(join(dir, `${name}.key`), pair.privateKey);
+  writeFileSync(join(dir, `${name}.pub`), pair.publicKey);
+  writeFileSync(join(dir, 'pw'), 'pw\n');
+  return { key: join(dir, `${name}.key`), pub: join(dir, `${name}.pub`), pw: join(dir, 'pw') };
+}
+
+async function manifestJson(layout: OciLayout, ref: string): Promise<{ digest: Digest; doc: any; bytes: Buffer }> {
+  const d = await layout.resolve(ref);
+  const bytes = await layout.readBytes(d.digest);
+  return { digest: d.digest, doc: JSON.parse(bytes.toString()), bytes };
+}
+
+async function setup(t: any): Promise<{ dir: string; layout: OciLayout; image: string; digest: Digest; keys: ReturnType<typeof keyPair> }> {
+  const dir = tempDir(t, 'sign-layout');
+  const layout = await baseLayoutCopy(join(dir, 'img'));
+  const keys = keyPair(dir, 'k');
+  const digest = (await layout.resolve('latest')).digest;
+  return { dir, layout, image: `oci:${join(dir, 'img')}:latest`, digest, keys };
+}
+
+describe('tscopy sign on an OCI layout', () => {
+  it('writes cosign\'s .sig manifest (simplesigning layer, signature annotation, go-containerregistry config); openssl verifies the stored signature', async (t) => {
+    requireTool('openssl');
+    const { dir, layout, image, digest, keys } = await setup(t);
+    ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'registry.example/app:1', image]);
+    const sig = await manifestJson(layout, signatureTag(digest));
+    assert.equal(signatureTag(digest), `sha256-${digest.slice(7)}.sig`);
+    assert.equal(sig.doc.mediaType, 'application/vnd.oci.image.manifest.v1+json');
+    assert.equal(sig.doc.config.mediaType, 'application/vnd.oci.image.config.v1+json');
+    assert.equal(sig.doc.layers.length, 1);
+    const layer = sig.doc.layers[0] as Descriptor;
+    assert.equal(layer.mediaType, 'application/vnd.dev.cosign.simplesigning.v1+json');
+    const config = JSON.parse((await layout.readBytes(sig.doc.config.digest)).toString());
+    assert.deepEqual(config.rootfs, { type: 'layers', diff_ids: [layer.digest] });
+    const payload = await layout.readBytes(layer.digest);
+    assert.equal(
+      payload.toString(),
+      `{"critical":{"identity":{"docker-reference":"registry.example/app:1"},"image":{"docker-manifest-digest":"${digest}"},"type":"cosign container image signature"},"optional":null}`,
+    );
+    // openssl, an independent implementation, checks the stored signature over the stored bytes
+    writeFileSync(join(dir, 'payload'), payload);
+    writeFileSync(join(dir, 'sig'), Buffer.from(layer.annotations!['dev.cosignproject.cosign/signature']!, 'base64'));
+    assert.match(sh('openssl', ['dgst', '-sha256', '-verify', keys.pub, '-signature', join(dir, 'sig'), join(dir, 'payload')]), /Verified OK/);
+    // verify passes, text and json
+    const v = ok(['verify', '--key', keys.pub, image]);
+    assert.match(v.stdout, /OK +tag sha256-[0-9a-f]{64}\.sig, layer 1: signed by key 1, identity registry\.example\/app:1/);
+    const j = JSON.parse(ok(['verify', '--key', keys.pub, '--format', 'json', image]).stdout);
+    assert.equal(j.verified, true);
+    assert.equal(j.manifestDigest, digest);
+    assert.equal(j.signatures[0].dockerManifestDigest, digest);
+  });
+
+  it('a second signature appends a layer; signing the same again adds nothing; --referrer also stores a referrer', async (t) => {
+    const { dir, layout, image, digest, keys } = await setup(t);
+    const k2 = keyPair(dir, 'k2');
+    ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'registry.example/app', image]);
+    const first = await manifestJson(layout, signatureTag(digest));
+    ok(['sign', '--key', k2.key, '--password-file', k2.pw, '--identity', 'registry.example/app', '--referrer', '-a', 'build=42', image]);
+    const second = await manifestJson(layout, signatureTag(digest));
+    assert.equal(second.doc.layers.length, 2);
+    assert.deepEqual(second.doc.layers[0], first.doc.layers[0], 'the first signature layer is kept verbatim');
+    const payload2 = (await layout.readBytes(second.doc.layers[1].digest)).toString();
+    assert.match(payload2, /"optional":\{"build":"42"\}/);
+    // ECDSA signatures are randomised: signing again gives a new layer only when the bytes differ;
+    // a signature with an identical payload *and* signature is not added twice
+    const refs = await layoutRepo(layout).referrers(digest);
+    assert.equal(refs.length, 1);
+    assert.equal(refs[0]!.artifactType, COSIGN_SIG_ARTIFACT_TYPE);
+    const ref = JSON.parse((await layout.readBytes(refs[0]!.digest)).toString());
+    assert.equal(ref.subject.digest, digest);
+    assert.equal(ref.config.mediaType, 'application/vnd.oci.empty.v1+json');
+    // verify with both keys: 3 signatures (2 in the tag, 1 referrer), all valid
+    const j = JSON.parse(ok(['verify', '--key', keys.pub, '--key', k2.pub, '--format', 'json', image]).stdout);
+    assert.equal(j.signatures.length, 3);
+    assert.ok(j.signatures.every((s: { valid: boolean }) => s.valid), JSON.stringify(j.signatures));
+    assert.ok(j.signatures.some((s: { where: string }) => s.where.startsWith('referrer ')));
+    // only key 1: one valid, two fail naming the reason, exit 0 (one valid is enough)
+    const j1 = JSON.parse(ok(['verify', '--key', keys.pub, '--format', 'json', image]).stdout);
+    assert.equal(j1.signatures.filter((s: { valid: boolean }) => s.valid).length, 1);
+    assert.ok(j1.signatures.filter((s: { valid: boolean }) => !s.valid).every((s: { reason: string }) => /signature verification failed/.test(s.reason)));
+  });
+
+  it('--no-tag-storage --referrer stores only the referrer, which verify finds', async (t) => {
+    const { layout, image, digest, keys } = await setup(t);
+    ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'r.example/a', '--referrer', '--no-tag-storage', image]);
+    assert.equal(await layout.find(signatureTag(digest)), undefined);
+    assert.match(ok(['verify', '--key', keys.pub, image]).stdout, /OK +referrer sha256:/);
+  });
+
+  it('needs an identity for a layout image, a password for an encrypted key; an unsigned image fails verify with exit 1', async (t) => {
+    const { image, keys } = await setup(t);
+    const r = tscopy(['sign', '--key', keys.key, '--password-file', keys.pw, image]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /no registry identity: give the reference to sign for with --identity/);
+    const w = tscopy(['sign', '--key', keys.key, '--identity', 'r.example/a', image], { COSIGN_PASSWORD: 'wrong' });
+    assert.equal(w.status, 1);
+    assert.match(w.stderr, /wrong password/);
+    const v = tscopy(['verify', '--key', keys.pub, image]);
+    assert.equal(v.status, 1);
+    assert.match(v.stdout, /no signatures found/);
+    assert.match(v.stdout, /FAILED/);
+  });
+});
+
+describe('tampering fails verify with a clear reason', () => {
+  it('a changed payload, a signature for another digest, a wrong key, a replaced layer', async (t) => {
+    const { dir, layout, image, digest, keys } = await setup(t);
+    ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'registry.example/app', image]);
+    const good = await manifestJson(layout, signatureTag(digest));
+    const goodLayer = good.doc.layers[0] as Descriptor;
+    const putSig = async (layers: Descriptor[]): Promise<void> => {
+      const bytes = Buffer.from(JSON.stringify({ ...good.doc, layers }));
+      const d = await layout.putBytes('application/vnd.oci.image.manifest.v1+json', bytes);
+      await layout.tag(signatureTag(digest), d);
+    };
+    const verifyFails = (re: RegExp, img = image): void => {
+      const r = tscopy(['verify', '--key', keys.pub, '--format', 'json', img]);
+      assert.equal(r.status, 1, r.stdout + r.stderr);
+      const j = JSON.parse(r.stdout);
+      assert.equal(j.verified, false);
+      assert.ok(j.signatures.length >= 1);
+      assert.ok(j.signatures.every((s: { reason: string }) => re.test(s.reason)), `${re}: ${JSON.stringify(j.signatures)}`);
+    };
+
+    // 1. a changed payload (other identity), same signature annotation
+    const payload = await layout.readBytes(goodLayer.digest);
+    const changed = Buffer.from(payload.toString().replace('registry.example/app', 'registry.example/evil'));
+    const cd = await layout.putBytes(goodLayer.mediaType, changed);
+    await putSig([{ ...goodLayer, digest: cd.digest, size: cd.size }]);
+    verifyFails(/signature does not match the payload and key/);
+
+    // 2. a valid signature, but for another manifest digest
+    const key = loadPrivateKey(readFileSync(keys.key, 'utf8'), 'pw');
+    const other = makePayload('registry.example/app', digestOf('another manifest'));
+    const od = await layout.putBytes(goodLayer.mediaType, other);
+    await putSig([{ ...goodLayer, digest: od.digest, size: od.size, annotations: { 'dev.cosignproject.cosign/signature': signPayload(key, other) } }]);
+    verifyFails(/signature is for manifest sha256:[0-9a-f]{64}, not for this image's sha256:/);
+
+    // 3. the wrong key
+    await putSig([goodLayer]);
+    const wrong = keyPair(dir, 'wrong');
+    const r3 = tscopy(['verify', '--key', wrong.pub, image]);
+    assert.equal(r3.status, 1);
+    assert.match(r3.stdout, /FAIL +tag .*: cryptographic signature verification failed/);
+    ok(['verify', '--key', keys.pub, image]);
+
+    // 4. a replaced layer: the image's manifest changes, so its digest does; the old signature does not apply
+    const img = await manifestJson(layout, 'latest');
+    const evil = await layout.putBytes('application/vnd.oci.image.layer.v1.tar', Buffer.from('not busybox'));
+    const doc = { ...img.doc, layers: [evil] };
+    const nd = await layout.putBytes(img.doc.mediaType, Buffer.from(JSON.stringify(doc)));
+    await layout.tag('latest', nd);
+    const r4 = tscopy(['verify', '--key', keys.pub, image]);
+    assert.equal(r4.status, 1);
+    assert.match(r4.stdout, /no signatures found/);
+    // ...and moving the old .sig manifest to the new digest's tag names the digest mismatch
+    await layout.tag(signatureTag(nd.digest), (await layout.resolve(signatureTag(digest))));
+    const r5 = tscopy(['verify', '--key', keys.pub, image]);
+    assert.equal(r5.status, 1);
+    assert.match(r5.stdout, new RegExp(`signature is for manifest ${digest}, not for this image's ${nd.digest}`));
+
+    // 5. a payload blob whose bytes do not match the layer digest
+    await layout.tag('latest', img.doc.mediaType ? { mediaType: img.doc.mediaType, digest, size: img.bytes.length } : (await layout.resolve(digest)));
+    await putSig([{ ...goodLayer, digest: digestOf('x'), size: 1 }]);
+    const r6 = tscopy(['verify', '--key', keys.pub, image]);
+    assert.equal(r6.status, 1);
+    assert.match(r6.stdout, /payload blob unreadable/);
+  });
+});
+
+describe('tscopy attach / referrers on an OCI layout', () => {
+  it('attaches an artifact with subject and lists it (text, json, --artifact-type filter)', async (t) => {
+    const { dir, layout, image, digest } = await setup(t);
+    writeFileSync(join(dir, 'sbom.json'), '{"spdxVersion":"SPDX-2.3"}');
+    writeFileSync(join(dir, 'att.json'), '{"predicate":{}}');
+    const a = ok(['attach', '--artifact-type', 'application/spdx+json', '--annotation', 'org.example/kind=sbom', join(dir, 'sbom.json'), image]).stdout.trim();
+    ok(['attach', '--artifact-type', 'application/vnd.in-toto+json', join(dir, 'att.json'), image]);
+    const m = JSON.parse((await layout.readBytes(a as Digest)).toString());
+    assert.equal(m.artifactType, 'application/spdx+json');
+    assert.equal(m.subject.digest, digest);
+    assert.equal(m.annotations['org.example/kind'], 'sbom');
+    assert.equal(m.layers[0].digest, digestOf('{"spdxVersion":"SPDX-2.3"}'));
+    assert.equal(m.layers[0].annotations['org.opencontainers.image.title'], 'sbom.json');
+    assert.equal((await layout.readBytes(m.layers[0].digest)).toString(), '{"spdxVersion":"SPDX-2.3"}');
+    const text = ok(['referrers', image]).stdout;
+    assert.match(text, /^DIGEST +ARTIFACT TYPE +SIZE\n/);
+    assert.match(text, new RegExp(`${a} +application/spdx\\+json`));
+    assert.match(text, /application\/vnd\.in-toto\+json/);
+    const j = JSON.parse(ok(['referrers', '--format', 'json', '--artifact-type', 'application/spdx+json', image]).stdout);
+    assert.equal(j.manifests.length, 1);
+    assert.equal(j.manifests[0].digest, a);
+    assert.equal(j.manifests[0].annotations['org.example/kind'], 'sbom');
+  });
+});
+
+describe('carrying signatures and referrers', () => {
+  it('copies the .sig manifest, referrers and their signatures verbatim; merges into an existing .sig', async (t) => {
+    const { dir, layout, image, digest, keys } = await setup(t);
+    ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'r.example/a', '--referrer', image]);
+    writeFileSync(join(dir, 'sbom.json'), '{"sbom":1}');
+    const sbom = ok(['attach', '--artifact-type', 'application/spdx+json', join(dir, 'sbom.json'), image]).stdout.trim() as Digest;
+    // the SBOM is signed too (its own .sig tag)
+    ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'r.example/a', `oci:${join(dir, 'img')}@${sbom}`]);
+
+    const dst = await OciLayout.open(join(dir, 'dst'), { create: true });
+    // the image itself (as the engine would copy it)
+    const top = await manifestJson(layout, 'latest');
+    for (const b of [top.doc.config, ...top.doc.layers]) await dst.ingest(b, await layout.open(b.digest));
+    await dst.tag('latest', await dst.putBytes(top.doc.mediaType, top.bytes));
+    // a signature already at the destination (another signer): merged, not replaced
+    const k2 = keyPair(dir, 'k2');
+    ok(['sign', '--key', k2.key, '--password-file', k2.pw, '--identity', 'r.example/a', `oci:${join(dir, 'dst')}:latest`]);
+
+    const log: string[] = [];
+    const res = await carryAttachments(layoutRepo(layout), layoutRepo(dst), digest, { log: (m) => log.push(m) });
+    assert.equal(res.sigTag, true);
+    assert.equal(res.referrers.length, 2);
+    const srcSig = await manifestJson(layout, signatureTag(digest));
+    const dstSig = await manifestJson(dst, signatureTag(digest));
+    assert.equal(dstSig.doc.layers.length, 2);
+    assert.deepEqual(dstSig.doc.layers[1], srcSig.doc.layers[0]);
+    for (const r of res.referrers) assert.deepEqual(await dst.readBytes(r), await layout.readBytes(r), 'referrer bytes verbatim');
+    assert.deepEqual(await dst.readBytes((await dst.resolve(signatureTag(sbom))).digest), await layout.readBytes((await layout.resolve(signatureTag(sbom))).digest));
+    const j = JSON.parse(ok(['verify', '--key', keys.pub, '--key', k2.pub, '--format', 'json', `oci:${join(dir, 'dst')}:latest`]).stdout);
+    assert.equal(j.signatures.length, 3);
+    assert.ok(j.signatures.every((s: { valid: boolean }) => s.valid));
+    ok(['verify', '--key', keys.pub, `oci:${join(dir, 'dst')}@${sbom}`]);
+    // a second carry changes nothing
+    const before = readFileSync(join(dir, 'dst', 'index.json'), 'utf8');
+    await carryAttachments(layoutRepo(layout), layoutRepo(dst), digest);
+    assert.equal(readFileSync(join(dir, 'dst', 'index.json'), 'utf8'), before);
+    assert.equal(referrersFallbackTag(digest), `sha256-${digest.slice(7)}`);
+  });
+});
