@@ -5,8 +5,8 @@
  * apply), the helper moves the container's init into it before exec, and it is removed after the
  * run; OOM kills are read from the cgroup before removal.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync, rmdirSync } from 'node:fs';
+import { mkdir, readFile, readdir, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsimageError } from '../oci/index.js';
 import type { Limits } from './types.js';
@@ -44,16 +44,50 @@ export type CgroupHandle = { procs: string[]; dirs: string[]; memoryEvents?: str
 
 const want = (l: Limits) => l.memory !== undefined || l.pids !== undefined || l.cpus !== undefined || l.cpuShares !== undefined;
 
+/** Cgroups of runs in progress: removed (best effort, synchronously) if the process exits mid-run. */
+const live = new Set<CgroupHandle>();
+let exitHooked = false;
+function track(h: CgroupHandle): void {
+  live.add(h);
+  if (exitHooked) return;
+  exitHooked = true;
+  process.on('exit', () => {
+    for (const x of live) for (const d of [...x.dirs].reverse()) try { rmdirSync(d); } catch {}
+  });
+}
+
+const pidAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+const swept = new Set<string>();
+/** Remove empty run cgroups (`run-<pid>-<hex>`) whose creating process is gone (a crash, an immediate exit). */
+async function sweepStale(parent: string): Promise<void> {
+  if (swept.has(parent)) return;
+  swept.add(parent);
+  for (const n of await readdir(parent).catch(() => [] as string[])) {
+    const m = /^run-(\d+)-[0-9a-f]+$/.exec(n);
+    if (m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]))) await rmdir(join(parent, n)).catch(() => {});
+  }
+}
+
 /** Create the run's cgroup(s) with the limits; undefined when no cgroup limit was asked for. */
 export async function createCgroup(id: string, limits: Limits | undefined): Promise<CgroupHandle | undefined> {
   if (!limits || !want(limits)) return undefined;
   const lay = detect();
   const h: CgroupHandle = { procs: [], dirs: [], version: lay.version };
+  track(h);
   try {
     if (lay.version === 2) {
       // v2: no processes in inner nodes, so a tsimage node beside (not under) our own cgroup's processes
       const parent = join(lay.root, 'tsimage');
       await mkdir(parent, { recursive: true });
+      await sweepStale(parent);
       const ctrls = ['+memory', '+pids', '+cpu'];
       for (const c of ctrls) await writeFile(join(lay.root, 'cgroup.subtree_control'), c).catch(() => {});
       for (const c of ctrls) await writeFile(join(parent, 'cgroup.subtree_control'), c).catch(() => {});
@@ -77,6 +111,7 @@ export async function createCgroup(id: string, limits: Limits | undefined): Prom
       if (!mnt) throw new TsimageError(`cgroup v1 controller ${ctrl} is not mounted; cannot apply the ${ctrl} limit`);
       const dir = join(mnt, lay.self.get(ctrl) ?? '/', 'tsimage', id);
       await mkdir(dir, { recursive: true });
+      await sweepStale(join(dir, '..'));
       h.dirs.push(dir);
       h.procs.push(join(dir, 'cgroup.procs'));
       return dir;
@@ -120,6 +155,7 @@ export async function oomKilled(h: CgroupHandle | undefined): Promise<boolean> {
 /** Remove the cgroup dirs (retrying while killed processes finish exiting). */
 export async function removeCgroup(h: CgroupHandle | undefined): Promise<void> {
   if (!h) return;
+  live.delete(h);
   for (const dir of h.dirs.reverse()) {
     for (let i = 0; ; i++) {
       try {

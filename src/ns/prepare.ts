@@ -1,4 +1,5 @@
 /** What every backend needs before it starts a process: user, env, /etc files, validated mounts. */
+import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
@@ -35,6 +36,18 @@ export function checkArgv(argv: string[]): void {
   for (const a of argv) if (typeof a !== 'string' || a.includes('\0')) throw new UsageError(`run: invalid argument ${JSON.stringify(a)}`);
 }
 
+/** Per-run temp dirs still in use: removed synchronously if the process exits mid-run (a second SIGINT). */
+const liveTmps = new Set<string>();
+let exitHooked = false;
+function track(tmp: string): void {
+  liveTmps.add(tmp);
+  if (exitHooked) return;
+  exitHooked = true;
+  process.on('exit', () => {
+    for (const d of liveTmps) rmSync(d, { recursive: true, force: true });
+  });
+}
+
 export async function prepare(argv: string[], o: RunOptions): Promise<Prepared> {
   checkArgv(argv);
   const user = await resolveUser(o.rootfs, o.user);
@@ -52,6 +65,7 @@ export async function prepare(argv: string[], o: RunOptions): Promise<Prepared> 
     if (m.type !== 'bind' && m.type !== 'tmpfs') throw new UsageError(`run: unsupported mount type ${(m as { type: string }).type}`);
   }
   const tmp = await mkdtemp(join(tmpdir(), 'tsimage-run-'));
+  track(tmp);
   try {
     const hosts = ['127.0.0.1\tlocalhost', '::1\tlocalhost ip6-localhost ip6-loopback', ...(o.extraHosts ?? [])];
     if (hostname !== 'localhost') hosts.push(`127.0.1.1\t${hostname}`);
@@ -62,10 +76,15 @@ export async function prepare(argv: string[], o: RunOptions): Promise<Prepared> 
     ]);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
+    liveTmps.delete(tmp);
     throw e;
   }
   const etc: Mount[] = ['hosts', 'hostname', 'resolv.conf'].map((f) => ({ type: 'bind', source: join(tmp, f), destination: `/etc/${f}` }));
   // user mounts may cover the /etc files (e.g. a bind of the whole /etc), so they come after
   const user_mounts = [...(o.mounts ?? [])];
-  return { user, env, cwd, hostname, mounts: [...etc, ...user_mounts], tmp, cleanup: () => rm(tmp, { recursive: true, force: true }) };
+  return { user, env, cwd, hostname, mounts: [...etc, ...user_mounts], tmp, cleanup: async () => {
+      await rm(tmp, { recursive: true, force: true });
+      liveTmps.delete(tmp);
+    },
+  };
 }
