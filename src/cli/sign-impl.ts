@@ -304,3 +304,51 @@ export async function referrersCmd(image: string, o: ReferrersCmdOpts): Promise<
   }
 }
 
+
+/** The copy/sync flags that belong to signing and policy (skopeo's names). */
+export interface CopySigningFlags {
+  /** --policy FILE */
+  policy?: string | undefined;
+  /** --insecure-policy */
+  insecurePolicy?: boolean | undefined;
+  /** --sign-by-key KEY (also skopeo's --sign-by-sigstore-private-key) */
+  signByKey?: string | undefined;
+  /** --sign-passphrase-file FILE */
+  signPassphraseFile?: string | undefined;
+  /** --sign-identity REF */
+  signIdentity?: string | undefined;
+  /** --remove-signatures */
+  removeSignatures?: boolean | undefined;
+}
+
+/**
+ * Everything copy/sync need for policy, carrying and signing, from their flags: the policy is read
+ * (and the key decrypted) before any image is touched, so a bad policy file or key fails at once.
+ */
+export async function copySigningHooks(
+  flags: CopySigningFlags,
+  o: {
+    openDestinationReader?: ((d: import('../copy/types.js').ImageDestination) => Promise<import('../copy/types.js').ImageSource | undefined>) | undefined;
+    log?: ((msg: string) => void) | undefined;
+  } = {},
+): Promise<ReturnType<typeof import('../copy/sign/hooks.js').signingHooks>> {
+  const { loadPolicy, insecurePolicy } = await import('../copy/policy.js');
+  const { signingHooks } = await import('../copy/sign/hooks.js');
+  const policy = flags.insecurePolicy ? insecurePolicy() : await loadPolicy(flags.policy);
+  const signBy = flags.signByKey ? await loadSigningKey(flags.signByKey, flags.signPassphraseFile) : undefined;
+  if (flags.signIdentity) {
+    try {
+      normalizedNamed(flags.signIdentity);
+    } catch (e) {
+      throw new UsageError(`--sign-identity ${JSON.stringify(flags.signIdentity)}: ${(e as Error).message}`);
+    }
+  }
+  return signingHooks({
+    policy,
+    removeSignatures: flags.removeSignatures,
+    signBy,
+    signIdentity: flags.signIdentity,
+    openDestinationReader: o.openDestinationReader,
+    log: o.log,
+  });
+}

@@ -6,3 +6,4 @@ export * from './verify.js';
 export * from './repo.js';
 export * from './attachments.js';
 export * from './check.js';
+export * from './hooks.js';
