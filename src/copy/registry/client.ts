@@ -1,0 +1,1301 @@
+/**
+ * The project's one registry client (OCI distribution spec v1.1 + Docker registry v2), on undici.
+ *
+ * Layers as go-containerregistry's transport: ping `/v2/` once per registry to choose https (or http when
+ * the registry is insecure) and learn the auth challenge; Basic, or Bearer tokens per scope set (cached
+ * until they expire, refreshed on 401); errors parsed from the spec envelope into OciError with
+ * `temporary` for 408/429/5xx; retries with exponential backoff + jitter honouring Retry-After, also on
+ * connection resets. One undici Pool (keep-alive) per origin.
+ *
+ * Streams stay streams: blob downloads verify the digest while streaming and resume with `Range` after an
+ * interrupted connection; uploads stream in PATCH chunks (only the current, not yet acknowledged chunk is
+ * retained so a broken upload resumes from the registry's upload status). Only manifests and error bodies
+ * are read into memory, capped.
+ */
+import { Readable } from 'node:stream';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { rootCertificates } from 'node:tls';
+import type { Dispatcher, Pool } from 'undici';
+import {
+  ALL_MANIFEST_TYPES,
+  DigestMismatchError,
+  Hasher,
+  MAX_MANIFEST_SIZE,
+  OciError,
+  OCI_ERROR_STATUS,
+  SizeMismatchError,
+  TsimageError,
+  digestAlgorithm,
+  digestHex,
+  digestOf,
+  guessManifestType,
+  isDigest,
+  parseDigest,
+  registryHost,
+  type Descriptor,
+  type Digest,
+  type Io,
+  type MediaType,
+  type OciErrorCode,
+} from '../../oci/index.js';
+import { CATALOG_SCOPE, mergeScopes, parseWwwAuthenticate, repositoryScope, type Challenge } from './auth.js';
+import { lookupCredentials, parseCreds, type Credentials } from './credentials.js';
+import { isInsecureRegistry } from './registries.js';
+
+export interface RegistryClientOptions {
+  /** false: the registry may be plain HTTP or have an unverifiable certificate (skopeo --tls-verify=false). Default: registries.conf decides. */
+  tlsVerify?: boolean | undefined;
+  /** `user:password` or parsed credentials, overriding the auth files. */
+  creds?: string | Credentials | undefined;
+  /** A bearer token used as is (skopeo --registry-token). */
+  registryToken?: string | undefined;
+  /** auth.json path (--authfile). */
+  authfile?: string | undefined;
+  /** CA/client certificates directory (*.crt CAs, *.cert + *.key client pair); default /etc/containers/certs.d/HOST. */
+  certDir?: string | undefined;
+  /** Retries of a temporary failure (default 3). */
+  retryTimes?: number | undefined;
+  /** First backoff delay in ms (default 200), doubled per attempt with jitter, capped by maxRetryDelayMs (default 30 s). */
+  retryDelayMs?: number | undefined;
+  maxRetryDelayMs?: number | undefined;
+  userAgent?: string | undefined;
+  /** Connections per origin (default 16). */
+  connections?: number | undefined;
+  /** Upload PATCH size: bytes retained until the registry acknowledges them (default 16 MiB). */
+  chunkSize?: number | undefined;
+  /** Blobs up to this size (when known) are sent in one PUT (default 1 MiB). */
+  monolithicMax?: number | undefined;
+  env?: NodeJS.ProcessEnv | undefined;
+}
+
+export type { Credentials };
+
+/** An OciError from a registry response, with the Retry-After it asked for. */
+export class RegistryError extends OciError {
+  retryAfterMs: number | undefined;
+  constructor(code: OciErrorCode, message: string, o: { status: number; detail?: unknown; temporary?: boolean; cause?: unknown; retryAfterMs?: number | undefined }) {
+    super(code, message, o);
+    this.retryAfterMs = o.retryAfterMs;
+  }
+}
+
+const NET_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ECONNABORTED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
+  'ERR_STREAM_PREMATURE_CLOSE',
+]);
+
+function errCode(e: unknown): string | undefined {
+  let cur: unknown = e;
+  for (let i = 0; i < 4 && cur && typeof cur === 'object'; i++) {
+    const c = (cur as { code?: unknown }).code;
+    if (typeof c === 'string' && NET_CODES.has(c)) return c;
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  const c = e && typeof e === 'object' ? (e as { code?: unknown }).code : undefined;
+  return typeof c === 'string' ? c : undefined;
+}
+
+/** A connection-level failure worth retrying (reset, refused, socket closed, timeouts). */
+export function isNetworkError(e: unknown): boolean {
+  const c = errCode(e);
+  return c !== undefined && NET_CODES.has(c);
+}
+
+export function isTemporary(e: unknown): boolean {
+  if (e instanceof OciError) return e.temporary;
+  return isNetworkError(e);
+}
+
+function oneLine(e: unknown): string {
+  return (e instanceof Error ? e.message : String(e)).replace(/\s+/g, ' ').trim();
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function header(res: { headers: Record<string, string | string[] | undefined> }, name: string): string | undefined {
+  const v = res.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function parseRetryAfter(v: string | undefined): number | undefined {
+  if (!v) return undefined;
+  if (/^\d+$/.test(v.trim())) return Number(v.trim()) * 1000;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? undefined : Math.max(0, t - Date.now());
+}
+
+async function readCapped(body: Dispatcher.ResponseData['body'], limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of body as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > limit) {
+      body.destroy();
+      throw new SizeMismatchError(limit, n, what, 'limit');
+    }
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks, n);
+}
+
+/** Build an OciError from an error response (spec envelope when there is one). */
+export async function responseError(res: Dispatcher.ResponseData, what: string): Promise<RegistryError> {
+  let text = '';
+  try {
+    text = (await readCapped(res.body, 64 * 1024, 'error body')).toString('utf8');
+  } catch {
+    res.body.destroy();
+  }
+  const status = res.statusCode;
+  let code: OciErrorCode | undefined;
+  let message = '';
+  let detail: unknown;
+  try {
+    const doc = JSON.parse(text) as { errors?: { code?: string; message?: string; detail?: unknown }[] };
+    const e0 = doc.errors?.[0];
+    if (e0) {
+      if (e0.code && e0.code in OCI_ERROR_STATUS) code = e0.code as OciErrorCode;
+      message = [e0.code, e0.message].filter(Boolean).join(': ');
+      detail = e0.detail;
+      if (doc.errors!.length > 1) message += ` (and ${doc.errors!.length - 1} more: ${doc.errors!.slice(1).map((e) => e.code).join(', ')})`;
+    }
+  } catch {
+    /* not JSON */
+  }
+  if (!code) {
+    code =
+      status === 401
+        ? 'UNAUTHORIZED'
+        : status === 403
+          ? 'DENIED'
+          : status === 429
+            ? 'TOOMANYREQUESTS'
+            : status === 503
+              ? 'UNAVAILABLE'
+              : status === 405
+                ? 'UNSUPPORTED'
+                : 'UNKNOWN';
+  }
+  if (!message) message = text.trim() ? text.trim().slice(0, 300) : `HTTP ${status}`;
+  const temporary = status === 408 || status === 429 || status >= 500 || code === 'UNAVAILABLE' || code === 'TOOMANYREQUESTS';
+  return new RegistryError(code, `${what}: ${status} ${message}`, { status, detail, temporary, retryAfterMs: parseRetryAfter(header(res, 'retry-after')) });
+}
+
+interface SendOptions {
+  method: Dispatcher.HttpMethod;
+  /** Path (with query) on the registry, or an absolute URL (upload locations, redirects). */
+  path: string;
+  headers?: Record<string, string> | undefined;
+  body?: Buffer | string | Readable | AsyncIterable<Uint8Array> | undefined;
+  /** Scopes the request needs (empty: `GET /v2/` and token-less requests). */
+  scopes: readonly string[];
+  signal?: AbortSignal | undefined;
+}
+
+interface TokenEntry {
+  token: string;
+  expires: number;
+}
+
+/** The upload status of a session: where to continue and how much the registry has. */
+interface UploadState {
+  location: string;
+  offset: number;
+}
+
+export interface BlobInfo {
+  digest: Digest;
+  size: number;
+  mediaType?: string | undefined;
+}
+
+export interface ManifestResponse {
+  bytes: Buffer;
+  mediaType: MediaType;
+  digest: Digest;
+}
+
+export interface ManifestHead {
+  digest: Digest;
+  mediaType: MediaType;
+  size: number;
+}
+
+export interface UploadStats {
+  /** PATCH requests sent (including resumed ones). */
+  patches: number;
+  /** Times an interrupted upload continued from the registry's upload status. */
+  resumes: number;
+}
+
+let undiciMod: Promise<typeof import('undici')> | undefined;
+const undici = () => (undiciMod ??= import('undici'));
+
+/**
+ * A client for one registry host (`host[:port]`; `docker.io` talks to registry-1.docker.io). Repository
+ * names are passed per call. Instances are cheap to share: use `registryClient()` to get the process-wide
+ * one for a host and option set (pools and tokens are then shared by sources and destinations).
+ */
+export class RegistryClient {
+  /** Registry name as in references (`docker.io`, `localhost:5000`). */
+  readonly registry: string;
+  /** Host contacted (`registry-1.docker.io` for docker.io). */
+  readonly host: string;
+  private readonly opts: RegistryClientOptions;
+  private origin: string | undefined;
+  private pinging: Promise<void> | undefined;
+  private challenge: Challenge | undefined;
+  private readonly tokens = new Map<string, TokenEntry>();
+  private readonly tokenFetches = new Map<string, Promise<TokenEntry>>();
+  private readonly pools = new Map<string, Pool>();
+  private creds: Credentials | undefined | null = null;
+  private readonly pushRepos = new Set<string>();
+  private insecure = false;
+  private closed = false;
+  readonly retryTimes: number;
+  /** Counters (tests and summaries). */
+  readonly stats = { requests: 0, retries: 0, resumedDownloads: 0, resumedUploads: 0, patches: 0, tokenFetches: 0 };
+
+  constructor(registry: string, opts: RegistryClientOptions = {}) {
+    this.registry = registry;
+    this.host = registryHost(registry);
+    this.opts = opts;
+    this.retryTimes = opts.retryTimes ?? 3;
+  }
+
+  /** The scheme+host chosen by the ping (`https://h` or `http://h`), once known. */
+  get baseUrl(): string | undefined {
+    return this.origin;
+  }
+
+  private credentials(repository?: string): Credentials | undefined {
+    if (this.creds !== null) return this.creds;
+    const c = this.opts.creds;
+    if (typeof c === 'string') this.creds = parseCreds(c);
+    else if (c) this.creds = c;
+    else if (this.opts.registryToken) this.creds = { registryToken: this.opts.registryToken, source: '--registry-token' };
+    else this.creds = lookupCredentials(this.registry, repository, { authfile: this.opts.authfile, env: this.opts.env });
+    return this.creds;
+  }
+
+  private connectOptions(): Record<string, unknown> {
+    const conn: Record<string, unknown> = {};
+    if (this.insecure) conn.rejectUnauthorized = false;
+    const dirs = this.opts.certDir ? [this.opts.certDir] : [join('/etc/containers/certs.d', this.host), join('/etc/docker/certs.d', this.host)];
+    for (const dir of dirs) {
+      let files: string[];
+      try {
+        files = readdirSync(dir);
+      } catch {
+        continue;
+      }
+      const cas = files.filter((f) => f.endsWith('.crt')).map((f) => readFileSync(join(dir, f), 'utf8'));
+      if (cas.length) conn.ca = [...rootCertificates, ...cas];
+      const cert = files.find((f) => f.endsWith('.cert'));
+      if (cert) {
+        const key = cert.replace(/\.cert$/, '.key');
+        if (!files.includes(key)) throw new TsimageError(`${join(dir, cert)}: missing client key ${join(dir, key)}`);
+        conn.cert = readFileSync(join(dir, cert), 'utf8');
+        conn.key = readFileSync(join(dir, key), 'utf8');
+      }
+      break;
+    }
+    return conn;
+  }
+
+  private async pool(origin: string): Promise<Pool> {
+    let p = this.pools.get(origin);
+    if (!p) {
+      const { Pool } = await undici();
+      if (this.closed) throw new TsimageError(`registry client for ${this.registry} is closed`);
+      p = new Pool(origin, {
+        connections: this.opts.connections ?? 16,
+        keepAliveTimeout: 30_000,
+        connect: origin.startsWith('https:') ? this.connectOptions() : {},
+      });
+      this.pools.set(origin, p);
+    }
+    return p;
+  }
+
+  /** Close every pooled connection. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const ps = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(ps.map((p) => p.close().catch(() => p.destroy())));
+  }
+
+  // ---------------------------------------------------------------- ping, retries, auth
+
+  /** Choose https or http and learn the auth challenge (once per client). */
+  ping(signal?: AbortSignal): Promise<void> {
+    this.pinging ??= this.pingOnce(signal).catch((e) => {
+      this.pinging = undefined;
+      throw e;
+    });
+    return this.pinging;
+  }
+
+  private async pingOnce(signal?: AbortSignal): Promise<void> {
+    this.insecure = this.opts.tlsVerify === false || (this.opts.tlsVerify === undefined && (await isInsecureRegistry(this.host, this.opts.env)));
+    const tryOrigin = async (origin: string): Promise<void> => {
+      const pool = await this.pool(origin);
+      const res = await pool.request({ method: 'GET', path: '/v2/', headers: this.baseHeaders(), signal });
+      this.stats.requests++;
+      if (res.statusCode === 401) {
+        const ch = this.pickChallenge(parseWwwAuthenticate(res.headers['www-authenticate']));
+        if (ch) this.challenge = ch;
+        await res.body.dump();
+      } else if (res.statusCode >= 200 && res.statusCode < 300) {
+        await res.body.dump();
+      } else if (res.statusCode === 404) {
+        await res.body.dump();
+        throw new RegistryError('UNSUPPORTED', `${origin}/v2/ answered 404: not a registry (OCI distribution API)`, { status: 404, temporary: false });
+      } else {
+        throw await responseError(res, `pinging ${origin}/v2/`);
+      }
+      this.origin = origin;
+    };
+    try {
+      await tryOrigin(`https://${this.host}`);
+    } catch (e) {
+      if (e instanceof RegistryError) throw e;
+      if (!this.insecure) {
+        throw Object.assign(
+          new TsimageError(
+            `pinging registry https://${this.host}/v2/: ${oneLine(e)}${isNetworkError(e) ? '' : ' (for a plain-HTTP or self-signed registry use --tls-verify=false or mark it insecure in registries.conf)'}`,
+            { cause: e },
+          ),
+          { code: errCode(e) },
+        );
+      }
+      await tryOrigin(`http://${this.host}`).catch((e2: unknown) => {
+        if (e2 instanceof RegistryError) throw e2;
+        throw Object.assign(new TsimageError(`pinging registry ${this.host} (https: ${oneLine(e)}; http: ${oneLine(e2)})`, { cause: e2 }), {
+          code: errCode(e2),
+        });
+      });
+    }
+  }
+
+  private pickChallenge(chs: Challenge[]): Challenge | undefined {
+    return chs.find((c) => c.scheme === 'bearer') ?? chs.find((c) => c.scheme === 'basic');
+  }
+
+  private baseHeaders(): Record<string, string> {
+    return { 'user-agent': this.opts.userAgent ?? 'tsimage-tscopy/0.1.0' };
+  }
+
+  /** Backoff before retry `attempt` (1-based): exponential with jitter, or what Retry-After asked. */
+  backoffMs(attempt: number, err?: unknown): number {
+    const max = this.opts.maxRetryDelayMs ?? 30_000;
+    const ra = err instanceof RegistryError ? err.retryAfterMs : undefined;
+    if (ra !== undefined) return Math.min(ra, Math.max(max, 60_000));
+    const base = (this.opts.retryDelayMs ?? 200) * 2 ** (attempt - 1);
+    return Math.min(max, base * (0.5 + Math.random() * 0.5));
+  }
+
+  /** Run `fn`, retrying temporary failures up to retryTimes with backoff. */
+  async retrying<T>(what: string, fn: (attempt: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn(attempt);
+      } catch (e) {
+        if (signal?.aborted) throw e;
+        if (!isTemporary(e) || attempt >= this.retryTimes) {
+          if (isNetworkError(e) && !(e instanceof OciError))
+            throw new OciError('UNAVAILABLE', `${what}: ${(e as Error).message}${attempt ? ` (after ${attempt} retries)` : ''}`, { cause: e, temporary: true });
+          throw e;
+        }
+        this.stats.retries++;
+        await sleep(this.backoffMs(attempt + 1, e), signal);
+      }
+    }
+  }
+
+  /** Declare that a repository will be pushed to: its token then covers pull,push from the start. */
+  wantPush(repo: string): void {
+    this.pushRepos.add(repo);
+  }
+
+  /** Scopes for reading `repo` (pull,push when the repo is a push target, so one token serves both). */
+  pullScope(repo: string): string[] {
+    return [repositoryScope(repo, this.pushRepos.has(repo) ? ['pull', 'push'] : ['pull'])];
+  }
+
+  pushScope(repo: string): string[] {
+    this.pushRepos.add(repo);
+    return [repositoryScope(repo, ['pull', 'push'])];
+  }
+
+  private async authorization(scopes: readonly string[], signal?: AbortSignal, force = false): Promise<string | undefined> {
+    const ch = this.challenge;
+    const creds = this.credentials(scopes[0]?.split(':')[1]);
+    if (creds?.registryToken) return `Bearer ${creds.registryToken}`;
+    if (!ch) return undefined;
+    if (ch.scheme === 'basic') {
+      if (!creds?.username) return undefined;
+      return 'Basic ' + Buffer.from(`${creds.username}:${creds.password ?? ''}`).toString('base64');
+    }
+    if (ch.scheme !== 'bearer') return undefined;
+    const merged = mergeScopes(scopes);
+    const key = merged.join(' ');
+    const cached = this.tokens.get(key);
+    if (cached && !force && cached.expires > Date.now()) return `Bearer ${cached.token}`;
+    let f = this.tokenFetches.get(key);
+    if (!f || force) {
+      f = this.fetchToken(ch, merged, creds, signal).finally(() => this.tokenFetches.delete(key));
+      this.tokenFetches.set(key, f);
+    }
+    const t = await f;
+    this.tokens.set(key, t);
+    return `Bearer ${t.token}`;
+  }
+
+  private async fetchToken(ch: Challenge, scopes: readonly string[], creds: Credentials | undefined, signal?: AbortSignal): Promise<TokenEntry> {
+    const realm = ch.params.realm;
+    if (!realm) throw new OciError('UNAUTHORIZED', `${this.registry}: bearer challenge without a realm`, { temporary: false });
+    let url: URL;
+    try {
+      url = new URL(realm);
+    } catch {
+      throw new OciError('UNAUTHORIZED', `${this.registry}: invalid token realm ${JSON.stringify(realm)}`, { temporary: false });
+    }
+    this.stats.tokenFetches++;
+    const pool = await this.pool(url.origin);
+    const headers: Record<string, string> = this.baseHeaders();
+    let res: Dispatcher.ResponseData;
+    if (creds?.identityToken) {
+      // OAuth2 refresh-token grant (docker's identity tokens)
+      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: creds.identityToken, client_id: 'tsimage', service: ch.params.service ?? '' });
+      if (scopes.length) form.set('scope', scopes.join(' '));
+      res = await pool.request({
+        method: 'POST',
+        path: url.pathname + url.search,
+        headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded' },
+        body: form.toString(),
+        signal,
+      });
+    } else {
+      if (ch.params.service) url.searchParams.set('service', ch.params.service);
+      for (const s of scopes) url.searchParams.append('scope', s);
+      if (creds?.username) headers.authorization = 'Basic ' + Buffer.from(`${creds.username}:${creds.password ?? ''}`).toString('base64');
+      res = await pool.request({ method: 'GET', path: url.pathname + url.search, headers, signal });
+    }
+    this.stats.requests++;
+    if (res.statusCode !== 200) {
+      const e = await responseError(res, `getting a token from ${url.origin}${url.pathname}${creds?.username ? ` for ${creds.username}` : ' (anonymous)'}`);
+      throw e;
+    }
+    const doc = JSON.parse((await readCapped(res.body, 1024 * 1024, 'token response')).toString('utf8')) as {
+      token?: string;
+      access_token?: string;
+      expires_in?: number;
+    };
+    const token = doc.token ?? doc.access_token;
+    if (!token) throw new OciError('UNAUTHORIZED', `token response from ${url.origin} has no token`, { temporary: false });
+    const life = Math.max(10, doc.expires_in ?? 60);
+    return { token, expires: Date.now() + (life - 5) * 1000 };
+  }
+
+  private resolveUrl(path: string): { origin: string; path: string } {
+    if (/^https?:\/\//.test(path)) {
+      const u = new URL(path);
+      return { origin: u.origin, path: u.pathname + u.search };
+    }
+    return { origin: this.origin!, path };
+  }
+
+  /**
+   * One HTTP request with auth: on a 401 with a replayable body the challenge is re-read, the token
+   * refreshed and the request sent once more. Returns the response whatever its status.
+   */
+  async send(o: SendOptions): Promise<Dispatcher.ResponseData> {
+    await this.ping(o.signal);
+    const replayable = o.body === undefined || typeof o.body === 'string' || Buffer.isBuffer(o.body);
+    let scopes = [...o.scopes];
+    for (let attempt = 0; ; attempt++) {
+      const { origin, path } = this.resolveUrl(o.path);
+      const sameHost = origin === this.origin || new URL(origin).host === this.host;
+      const headers: Record<string, string> = { ...this.baseHeaders(), ...o.headers };
+      if (sameHost) {
+        const a = await this.authorization(scopes, o.signal, attempt > 0);
+        if (a) headers.authorization = a;
+      }
+      const pool = await this.pool(origin);
+      const res = await pool.request({ method: o.method, path, headers, body: o.body as Dispatcher.DispatchOptions['body'], signal: o.signal });
+      this.stats.requests++;
+      if (res.statusCode !== 401 || !replayable || attempt > 0 || !sameHost) return res;
+      const ch = this.pickChallenge(parseWwwAuthenticate(res.headers['www-authenticate']));
+      if (!ch) return res;
+      const creds = this.credentials();
+      // retry only when something can change: a (new) bearer challenge, or basic creds not yet sent
+      const changed = ch.scheme !== this.challenge?.scheme || ch.params.realm !== this.challenge?.params.realm;
+      if (ch.scheme === 'basic' && (!creds?.username || (!changed && headers.authorization))) return res;
+      await res.body.dump();
+      this.challenge = ch;
+      if (ch.params.scope) scopes = mergeScopes([...scopes, ...ch.params.scope.split(' ')]);
+    }
+  }
+
+  /** send() that throws the parsed error unless the status is one of `ok`. */
+  private async expect(o: SendOptions, ok: number[], what: string): Promise<Dispatcher.ResponseData> {
+    const res = await this.send(o);
+    if (!ok.includes(res.statusCode)) throw await responseError(res, what);
+    return res;
+  }
+
+  // ---------------------------------------------------------------- login check
+
+  /**
+   * Verify credentials against the registry as `podman login` does: Basic -> GET /v2/ with them must not be
+   * 401; Bearer -> the token server must issue a token for them. Throws UNAUTHORIZED otherwise.
+   */
+  async checkLogin(signal?: AbortSignal): Promise<void> {
+    await this.ping(signal);
+    const creds = this.credentials();
+    if (!this.challenge) return; // the registry needs no authentication
+    if (this.challenge.scheme === 'bearer') {
+      await this.retrying(`logging in to ${this.registry}`, () => this.fetchToken(this.challenge!, [], creds, signal), signal).catch((e: unknown) => {
+        if (e instanceof OciError && (e.status === 401 || e.status === 403))
+          throw new OciError('UNAUTHORIZED', `logging in to ${this.registry}: invalid username/password (${e.message})`, { cause: e, temporary: false, status: 401 });
+        throw e;
+      });
+      return;
+    }
+    const res = await this.send({ method: 'GET', path: '/v2/', scopes: [], signal });
+    if (res.statusCode === 401) {
+      await res.body.dump();
+      throw new OciError('UNAUTHORIZED', `logging in to ${this.registry}: invalid username/password`, { temporary: false });
+    }
+    if (res.statusCode >= 300) throw await responseError(res, `logging in to ${this.registry}`);
+    await res.body.dump();
+  }
+
+  // ---------------------------------------------------------------- manifests
+
+  /** GET a manifest by tag or digest: bytes verbatim, capped at 4 MiB, digest verified when `ref` is one. */
+  async getManifest(repo: string, ref: string, io: Io & { accept?: readonly string[] | undefined } = {}): Promise<ManifestResponse> {
+    const what = `reading manifest ${this.registry}/${repo}${isDigest(ref) ? '@' : ':'}${ref}`;
+    return this.retrying(
+      what,
+      async () => {
+        const res = await this.send({
+          method: 'GET',
+          path: `/v2/${repo}/manifests/${ref}`,
+          headers: { accept: (io.accept ?? ALL_MANIFEST_TYPES).join(', ') },
+          scopes: this.pullScope(repo),
+          signal: io.signal,
+        });
+        if (res.statusCode !== 200) throw await responseError(res, what);
+        const len = Number(header(res, 'content-length') ?? NaN);
+        if (len > MAX_MANIFEST_SIZE) {
+          res.body.destroy();
+          throw new SizeMismatchError(MAX_MANIFEST_SIZE, len, `manifest ${repo}:${ref}`, 'limit');
+        }
+        const bytes = await readCapped(res.body, MAX_MANIFEST_SIZE, `manifest ${this.registry}/${repo}:${ref}`);
+        let digest: Digest;
+        if (isDigest(ref)) {
+          const got = digestOf(bytes, digestAlgorithm(ref));
+          if (got !== ref) throw new DigestMismatchError(ref, got, `manifest ${this.registry}/${repo}@${ref}`);
+          digest = ref;
+        } else {
+          digest = digestOf(bytes);
+          const hd = header(res, 'docker-content-digest');
+          if (hd && isDigest(hd) && digestAlgorithm(hd) === 'sha256' && hd !== digest)
+            throw new DigestMismatchError(hd, digest, `manifest ${this.registry}/${repo}:${ref} (Docker-Content-Digest)`);
+        }
+        const ct = (header(res, 'content-type') ?? '').split(';')[0]!.trim();
+        let mediaType: string = ct;
+        if (!ct || ct === 'application/json' || ct === 'text/plain' || ct === 'application/octet-stream') {
+          try {
+            mediaType = guessManifestType(JSON.parse(bytes.toString('utf8'))) ?? ct;
+          } catch {
+            /* keep the header's type */
+          }
+        }
+        return { bytes, mediaType, digest };
+      },
+      io.signal,
+    );
+  }
+
+  /** HEAD a manifest: its digest, media type and size, or undefined when absent. */
+  async headManifest(repo: string, ref: string, io: Io = {}): Promise<ManifestHead | undefined> {
+    const what = `checking manifest ${this.registry}/${repo}:${ref}`;
+    return this.retrying(
+      what,
+      async () => {
+        const res = await this.send({
+          method: 'HEAD',
+          path: `/v2/${repo}/manifests/${ref}`,
+          headers: { accept: ALL_MANIFEST_TYPES.join(', ') },
+          scopes: this.pullScope(repo),
+          signal: io.signal,
+        });
+        await res.body.dump();
+        if (res.statusCode === 404) return undefined;
+        if (res.statusCode !== 200) throw await responseError(res, what);
+        const hd = header(res, 'docker-content-digest');
+        const mediaType = (header(res, 'content-type') ?? '').split(';')[0]!.trim();
+        const size = Number(header(res, 'content-length') ?? -1);
+        if (hd && isDigest(hd)) return { digest: hd, mediaType, size };
+        // no digest header: fall back to GET
+        const m = await this.getManifest(repo, ref, io);
+        return { digest: m.digest, mediaType: m.mediaType, size: m.bytes.length };
+      },
+      io.signal,
+    );
+  }
+
+  /** PUT a manifest verbatim under a tag or its digest; returns the digest the registry reports (checked). */
+  async putManifest(repo: string, ref: string, bytes: Buffer, mediaType: MediaType, io: Io = {}): Promise<Digest> {
+    const digest = digestOf(bytes);
+    const what = `writing manifest ${this.registry}/${repo}${isDigest(ref) ? '@' : ':'}${ref}`;
+    if (isDigest(ref) && digestOf(bytes, digestAlgorithm(ref)) !== ref) throw new DigestMismatchError(ref, digestOf(bytes, digestAlgorithm(ref)), what);
+    return this.retrying(
+      what,
+      async () => {
+        const res = await this.expect(
+          { method: 'PUT', path: `/v2/${repo}/manifests/${ref}`, headers: { 'content-type': mediaType }, body: bytes, scopes: this.pushScope(repo), signal: io.signal },
+          [200, 201, 202],
+          what,
+        );
+        await res.body.dump();
+        const hd = header(res, 'docker-content-digest');
+        if (hd && isDigest(hd) && digestAlgorithm(hd) === 'sha256' && hd !== digest) throw new DigestMismatchError(digest, hd, `${what} (registry's Docker-Content-Digest)`);
+        return digest;
+      },
+      io.signal,
+    );
+  }
+
+  /** DELETE a manifest by digest (a tag is resolved to its digest first, as skopeo delete does). */
+  async deleteManifest(repo: string, ref: string, io: Io = {}): Promise<Digest> {
+    let digest: Digest;
+    if (isDigest(ref)) digest = ref;
+    else {
+      const h = await this.headManifest(repo, ref, io);
+      if (!h) throw new OciError('MANIFEST_UNKNOWN', `deleting ${this.registry}/${repo}:${ref}: manifest unknown`, { temporary: false });
+      digest = h.digest;
+    }
+    const what = `deleting manifest ${this.registry}/${repo}@${digest}`;
+    await this.retrying(
+      what,
+      async () => {
+        const res = await this.send({ method: 'DELETE', path: `/v2/${repo}/manifests/${digest}`, scopes: [repositoryScope(repo, ['pull', 'push', 'delete'])], signal: io.signal });
+        if (res.statusCode === 202 || res.statusCode === 200 || res.statusCode === 204) return void (await res.body.dump());
+        throw await responseError(res, what);
+      },
+      io.signal,
+    );
+    return digest;
+  }
+
+  // ---------------------------------------------------------------- blobs
+
+  /** HEAD a blob: size when present, undefined when absent. */
+  async statBlob(repo: string, digest: Digest, io: Io = {}): Promise<{ size: number } | undefined> {
+    const what = `checking blob ${digest} in ${this.registry}/${repo}`;
+    return this.retrying(
+      what,
+      async () => {
+        let res = await this.send({ method: 'HEAD', path: `/v2/${repo}/blobs/${digest}`, scopes: this.pullScope(repo), signal: io.signal });
+        for (let i = 0; i < 5 && res.statusCode >= 300 && res.statusCode < 400 && header(res, 'location'); i++) {
+          const loc = new URL(header(res, 'location')!, `${this.origin}/v2/${repo}/blobs/${digest}`).toString();
+          await res.body.dump();
+          res = await this.send({ method: 'HEAD', path: loc, scopes: this.pullScope(repo), signal: io.signal });
+        }
+        await res.body.dump();
+        if (res.statusCode === 404) return undefined;
+        if (res.statusCode !== 200) throw await responseError(res, what);
+        return { size: Number(header(res, 'content-length') ?? -1) };
+      },
+      io.signal,
+    );
+  }
+
+  /** GET a blob (following redirects) from byte `start`; throws the registry's error on failure. */
+  private async openBlob(repo: string, digest: Digest, start: number, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    const what = `reading blob ${digest} from ${this.registry}/${repo}`;
+    return this.retrying(
+      what,
+      async () => {
+        const headers: Record<string, string> = start > 0 ? { range: `bytes=${start}-` } : {};
+        let url = `/v2/${repo}/blobs/${digest}`;
+        let res = await this.send({ method: 'GET', path: url, headers, scopes: this.pullScope(repo), signal });
+        for (let i = 0; res.statusCode >= 300 && res.statusCode < 400 && header(res, 'location'); i++) {
+          if (i >= 10) throw new OciError('UNKNOWN', `${what}: too many redirects`, { temporary: false });
+          url = new URL(header(res, 'location')!, url.startsWith('http') ? url : `${this.origin}${url}`).toString();
+          await res.body.dump();
+          res = await this.send({ method: 'GET', path: url, headers, scopes: this.pullScope(repo), signal });
+        }
+        if (res.statusCode === 200 || res.statusCode === 206) return res;
+        if (res.statusCode === 416 && start > 0) {
+          await res.body.dump();
+          throw new OciError('RANGE_INVALID', `${what}: the registry refused to resume at byte ${start}`, { temporary: false });
+        }
+        throw await responseError(res, what);
+      },
+      signal,
+    );
+  }
+
+  /**
+   * Stream a blob. The first request is made before this resolves (a missing blob throws here). An interrupted
+   * transfer continues with `Range: bytes=<received>-` (up to retryTimes); the digest (when reading from 0) and
+   * the size (when known) are verified while streaming, failing at the end.
+   */
+  async getBlob(repo: string, d: { digest: Digest; size?: number | undefined }, io: Io & { start?: number | undefined; verify?: boolean | undefined } = {}): Promise<Readable> {
+    const start = io.start ?? 0;
+    const signal = io.signal;
+    let res = await this.openBlob(repo, d.digest, start, signal);
+    const verify = (io.verify ?? true) && start === 0;
+    const hasher = verify ? new Hasher(digestAlgorithm(d.digest)) : undefined;
+    const onProgress = io.onProgress;
+    const what = `blob ${d.digest} from ${this.registry}/${repo}`;
+    const self = this;
+    async function* gen(): AsyncGenerator<Buffer> {
+      let offset = start;
+      let failures = 0;
+      for (;;) {
+        // a server that ignored Range sends from 0: skip what we have
+        let skip = res.statusCode === 200 ? offset : 0;
+        if (res.statusCode === 206) {
+          const cr = header(res, 'content-range');
+          const m = cr ? /bytes (\d+)-/.exec(cr) : null;
+          if (m && Number(m[1]) !== offset) {
+            res.body.destroy();
+            throw new OciError('RANGE_INVALID', `${what}: asked to resume at ${offset}, got Content-Range ${cr}`, { temporary: false });
+          }
+        }
+        try {
+          for await (const raw of res.body as AsyncIterable<Buffer>) {
+            let c = raw;
+            if (skip > 0) {
+              if (c.length <= skip) {
+                skip -= c.length;
+                continue;
+              }
+              c = c.subarray(skip);
+              skip = 0;
+            }
+            if (d.size !== undefined && offset + c.length > d.size) throw new SizeMismatchError(d.size, offset + c.length, what);
+            offset += c.length;
+            hasher?.update(c);
+            onProgress?.(c.length);
+            yield c;
+          }
+          if (d.size === undefined || offset >= d.size) break;
+          // ended early without an error: treat as an interruption
+          throw Object.assign(new Error(`connection closed after ${offset} of ${d.size} bytes`), { code: 'UND_ERR_SOCKET' });
+        } catch (e) {
+          res.body.destroy();
+          if (signal?.aborted || !isNetworkError(e) || failures >= self.retryTimes) {
+            if (isNetworkError(e)) throw new OciError('UNAVAILABLE', `reading ${what}: interrupted at byte ${offset}: ${(e as Error).message}`, { cause: e });
+            throw e;
+          }
+          failures++;
+          self.stats.retries++;
+          self.stats.resumedDownloads++;
+          await sleep(self.backoffMs(failures, e), signal);
+          res = await self.openBlob(repo, d.digest, offset, signal);
+        }
+      }
+      if (d.size !== undefined && offset !== d.size) throw new SizeMismatchError(d.size, offset, what);
+      if (hasher) {
+        const got = hasher.digest();
+        if (got !== d.digest) throw new DigestMismatchError(d.digest, got, what);
+      }
+    }
+    return Readable.from(gen(), { objectMode: false, highWaterMark: 1 });
+  }
+
+  /** Read a small blob (config, signature payload) whole, capped (default 4 MiB) and verified. */
+  async getBlobBytes(repo: string, d: { digest: Digest; size?: number | undefined }, io: Io & { limit?: number } = {}): Promise<Buffer> {
+    const limit = io.limit ?? MAX_MANIFEST_SIZE;
+    if (d.size !== undefined && d.size > limit) throw new SizeMismatchError(limit, d.size, `blob ${d.digest}`, 'limit');
+    const s = await this.getBlob(repo, d, io);
+    const chunks: Buffer[] = [];
+    let n = 0;
+    for await (const c of s as AsyncIterable<Buffer>) {
+      n += c.length;
+      if (n > limit) {
+        s.destroy();
+        throw new SizeMismatchError(limit, n, `blob ${d.digest}`, 'limit');
+      }
+      chunks.push(c);
+    }
+    return Buffer.concat(chunks, n);
+  }
+
+  /** DELETE a blob. */
+  async deleteBlob(repo: string, digest: Digest, io: Io = {}): Promise<void> {
+    const what = `deleting blob ${digest} from ${this.registry}/${repo}`;
+    await this.retrying(
+      what,
+      async () => {
+        const res = await this.send({ method: 'DELETE', path: `/v2/${repo}/blobs/${digest}`, scopes: [repositoryScope(repo, ['pull', 'push', 'delete'])], signal: io.signal });
+        if (res.statusCode === 202 || res.statusCode === 200 || res.statusCode === 204) return void (await res.body.dump());
+        throw await responseError(res, what);
+      },
+      io.signal,
+    );
+  }
+
+  /**
+   * Cross-repository mount `POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<from>`. True when mounted (201);
+   * on 202 (the registry opened an upload session instead) the session is cancelled and false returned.
+   * A refusal (no pull right on `from`, unknown blob) is false too.
+   */
+  async mountBlob(repo: string, digest: Digest, from: string, io: Io = {}): Promise<boolean> {
+    const what = `mounting ${digest} from ${from} into ${this.registry}/${repo}`;
+    return this.retrying(
+      what,
+      async () => {
+        const res = await this.send({
+          method: 'POST',
+          path: `/v2/${repo}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from)}`,
+          scopes: [...this.pushScope(repo), repositoryScope(from, ['pull'])],
+          signal: io.signal,
+        });
+        if (res.statusCode === 201) {
+          await res.body.dump();
+          return true;
+        }
+        if (res.statusCode === 202) {
+          await res.body.dump();
+          const loc = header(res, 'location');
+          if (loc) await this.cancelUpload(repo, this.absLocation(loc, repo), io.signal);
+          return false;
+        }
+        if (res.statusCode >= 500 || res.statusCode === 429 || res.statusCode === 408) throw await responseError(res, what);
+        await res.body.dump();
+        return false;
+      },
+      io.signal,
+    );
+  }
+
+  private absLocation(loc: string, repo: string): string {
+    return new URL(loc, `${this.origin}/v2/${repo}/blobs/uploads/`).toString();
+  }
+
+  private async startUpload(repo: string, signal?: AbortSignal): Promise<string> {
+    const what = `starting an upload to ${this.registry}/${repo}`;
+    return this.retrying(
+      what,
+      async () => {
+        const res = await this.expect({ method: 'POST', path: `/v2/${repo}/blobs/uploads/`, scopes: this.pushScope(repo), signal }, [202], what);
+        await res.body.dump();
+        const loc = header(res, 'location');
+        if (!loc) throw new OciError('BLOB_UPLOAD_INVALID', `${what}: 202 without a Location`, { temporary: false });
+        return this.absLocation(loc, repo);
+      },
+      signal,
+    );
+  }
+
+  private async cancelUpload(repo: string, location: string, signal?: AbortSignal): Promise<void> {
+    try {
+      const res = await this.send({ method: 'DELETE', path: location, scopes: this.pushScope(repo), signal });
+      await res.body.dump();
+    } catch {
+      /* best effort */
+    }
+  }
+
+  /** GET the upload status: where the registry is (Range: 0-N -> offset N+1). Undefined when the session is gone. */
+  async uploadStatus(repo: string, location: string, signal?: AbortSignal): Promise<UploadState | undefined> {
+    const what = `checking upload status in ${this.registry}/${repo}`;
+    return this.retrying(
+      what,
+      async () => {
+        const res = await this.send({ method: 'GET', path: location, scopes: this.pushScope(repo), signal });
+        await res.body.dump();
+        if (res.statusCode === 404) return undefined;
+        if (res.statusCode !== 204 && res.statusCode !== 200) throw await responseError(res, what);
+        const loc = header(res, 'location');
+        return { location: loc ? this.absLocation(loc, repo) : location, offset: rangeEnd(header(res, 'range')) };
+      },
+      signal,
+    );
+  }
+
+  private withDigest(location: string, digest: Digest): string {
+    const u = new URL(location);
+    u.searchParams.set('digest', digest);
+    return u.toString();
+  }
+
+  /**
+   * Upload a blob from a stream. Known small blobs (<= monolithicMax) go in one PUT; others stream in PATCH
+   * requests of chunkSize, each retained until acknowledged so that an interrupted upload continues from the
+   * registry's upload status (GET location -> Range). The digest and size are verified locally before the
+   * final PUT; on failure the session is cancelled (nothing is left behind).
+   */
+  async putBlob(
+    repo: string,
+    expect: { digest?: Digest | undefined; size?: number | undefined },
+    body: AsyncIterable<Uint8Array> | Readable | Buffer,
+    io: Io = {},
+  ): Promise<BlobInfo> {
+    const signal = io.signal;
+    const what = `uploading blob ${expect.digest ?? ''} to ${this.registry}/${repo}`.replace('  ', ' ');
+    const mono = this.opts.monolithicMax ?? 1024 * 1024;
+    if (Buffer.isBuffer(body) || (expect.size !== undefined && expect.size <= mono)) {
+      const buf = Buffer.isBuffer(body) ? body : await readUpTo(body, Math.max(mono, expect.size ?? 0), what);
+      return this.putBlobMonolithic(repo, expect, buf, io);
+    }
+    return this.putBlobChunked(repo, expect, body, io, what);
+  }
+
+  private async putBlobMonolithic(repo: string, expect: { digest?: Digest | undefined; size?: number | undefined }, buf: Buffer, io: Io): Promise<BlobInfo> {
+    const digest = expect.digest ? expect.digest : digestOf(buf);
+    const got = digestOf(buf, digestAlgorithm(digest));
+    if (expect.size !== undefined && buf.length !== expect.size) throw new SizeMismatchError(expect.size, buf.length, `blob ${digest}`);
+    if (got !== digest) throw new DigestMismatchError(digest, got, `blob for ${this.registry}/${repo}`);
+    const what = `uploading blob ${digest} to ${this.registry}/${repo}`;
+    await this.retrying(
+      what,
+      async () => {
+        const loc = await this.startUpload(repo, io.signal);
+        const res = await this.send({
+          method: 'PUT',
+          path: this.withDigest(loc, digest),
+          headers: { 'content-type': 'application/octet-stream', 'content-length': String(buf.length) },
+          body: buf,
+          scopes: this.pushScope(repo),
+          signal: io.signal,
+        });
+        if (res.statusCode !== 201 && res.statusCode !== 204 && res.statusCode !== 200) {
+          const e = await responseError(res, what);
+          await this.cancelUpload(repo, loc);
+          throw e;
+        }
+        await res.body.dump();
+      },
+      io.signal,
+    );
+    io.onProgress?.(buf.length);
+    return { digest, size: buf.length };
+  }
+
+  private async putBlobChunked(
+    repo: string,
+    expect: { digest?: Digest | undefined; size?: number | undefined },
+    body: AsyncIterable<Uint8Array>,
+    io: Io,
+    what: string,
+  ): Promise<BlobInfo> {
+    const signal = io.signal;
+    const chunk = this.opts.chunkSize ?? 16 * 1024 * 1024;
+    const hasher = new Hasher(expect.digest ? digestAlgorithm(expect.digest) : 'sha256');
+    const it = body[Symbol.asyncIterator]();
+    // every byte pulled from the source is hashed once and kept in `win` until the registry acknowledges it
+    let win: Buffer[] = [];
+    let winStart = 0; // absolute offset of win[0]
+    let pulled = 0; // bytes pulled from the source
+    let srcDone = false;
+    let pending: Promise<void> | undefined;
+    const pull = (): Promise<void> =>
+      (pending ??= (async () => {
+        try {
+          const r = await it.next();
+          if (r.done) srcDone = true;
+          else {
+            const b = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
+            if (expect.size !== undefined && pulled + b.length > expect.size) throw new SizeMismatchError(expect.size, pulled + b.length, `blob ${expect.digest ?? ''}`);
+            hasher.update(b);
+            win.push(b);
+            pulled += b.length;
+          }
+        } finally {
+          pending = undefined;
+        }
+      })());
+    const ack = (offset: number) => {
+      // drop acknowledged bytes
+      while (win.length && winStart + win[0]!.length <= offset) {
+        winStart += win[0]!.length;
+        win.shift();
+      }
+      if (win.length && winStart < offset) {
+        win[0] = win[0]!.subarray(offset - winStart);
+        winStart = offset;
+      }
+    };
+    /** Bytes [from, to) of the stream, pulling from the source as needed. */
+    async function* range(from: number, to: number): AsyncGenerator<Buffer> {
+      let pos = from;
+      while (pos < to) {
+        if (pos >= pulled) {
+          if (srcDone) return;
+          await pull();
+          continue;
+        }
+        // find pos in the window
+        let off = winStart;
+        for (const b of win) {
+          if (pos < off + b.length) {
+            const piece = b.subarray(pos - off, Math.min(b.length, to - off));
+            pos += piece.length;
+            io.onProgress?.(piece.length);
+            yield piece;
+            break;
+          }
+          off += b.length;
+        }
+        if (pos < winStart) throw new TsimageError(`internal: upload window lost bytes at ${pos}`);
+      }
+    }
+    let loc = await this.startUpload(repo, signal);
+    let offset = 0; // acknowledged by the registry
+    let failures = 0;
+    try {
+      for (;;) {
+        if (srcDone && offset >= pulled) break;
+        if (!srcDone && pulled <= offset) {
+          await pull();
+          if (srcDone && offset >= pulled) break;
+        }
+        const end = expect.size !== undefined ? Math.min(expect.size, offset + chunk) : offset + chunk;
+        const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
+        if (expect.size !== undefined) {
+          if (end <= offset) throw new SizeMismatchError(expect.size, pulled, `blob ${expect.digest ?? ''}`);
+          headers['content-range'] = `${offset}-${end - 1}`;
+          headers['content-length'] = String(end - offset);
+        }
+        try {
+          this.stats.patches++;
+          const res = await this.send({ method: 'PATCH', path: loc, headers, body: Readable.from(range(offset, end)), scopes: this.pushScope(repo), signal });
+          if (res.statusCode !== 202 && res.statusCode !== 204) throw await responseError(res, `${what}: PATCH at ${offset}`);
+          await res.body.dump();
+          const l = header(res, 'location');
+          if (l) loc = this.absLocation(l, repo);
+          const r = header(res, 'range');
+          const got = r !== undefined ? rangeEnd(r) : Math.min(end, pulled);
+          if (got < offset || got > pulled) throw new OciError('BLOB_UPLOAD_INVALID', `${what}: the registry reports ${got} bytes, sent ${pulled}`, { temporary: false });
+          offset = got;
+          ack(offset);
+          failures = 0;
+        } catch (e) {
+          if (srcDone && expect.size !== undefined && pulled < expect.size) throw new SizeMismatchError(expect.size, pulled, `blob ${expect.digest ?? ''}`);
+          if (signal?.aborted || !isTemporary(e) || failures >= this.retryTimes) throw e;
+          failures++;
+          this.stats.retries++;
+          await sleep(this.backoffMs(failures, e), signal);
+          // where is the registry? continue from there
+          const st = await this.uploadStatus(repo, loc, signal);
+          if (!st) throw new OciError('BLOB_UPLOAD_UNKNOWN', `${what}: the upload session is gone after an interruption at byte ${offset} (${(e as Error).message})`, { cause: e, temporary: false });
+          if (st.offset < winStart || st.offset > pulled)
+            throw new OciError('BLOB_UPLOAD_INVALID', `${what}: cannot resume: the registry has ${st.offset} bytes, retained ${winStart}-${pulled}`, { cause: e, temporary: false });
+          this.stats.resumedUploads++;
+          loc = st.location;
+          offset = st.offset;
+          ack(offset);
+        }
+      }
+      const digest = hasher.digest();
+      if (expect.size !== undefined && pulled !== expect.size) throw new SizeMismatchError(expect.size, pulled, `blob ${expect.digest ?? digest}`);
+      if (expect.digest && digest !== expect.digest) throw new DigestMismatchError(expect.digest, digest, `blob uploaded to ${this.registry}/${repo}`);
+      const finalWhat = `finishing upload of ${digest} to ${this.registry}/${repo}`;
+      await this.retrying(
+        finalWhat,
+        async (attempt) => {
+          const res = await this.send({
+            method: 'PUT',
+            path: this.withDigest(loc, digest),
+            headers: { 'content-type': 'application/octet-stream', 'content-length': '0' },
+            body: '',
+            scopes: this.pushScope(repo),
+            signal,
+          });
+          if (res.statusCode === 201 || res.statusCode === 204 || res.statusCode === 200) return void (await res.body.dump());
+          // a retried PUT whose first attempt went through
+          if (attempt > 0 && res.statusCode === 404 && (await this.statBlob(repo, digest, { signal }))) return void (await res.body.dump());
+          throw await responseError(res, finalWhat);
+        },
+        signal,
+      );
+      loc = '';
+      return { digest, size: pulled };
+    } finally {
+      win = [];
+      if (loc) {
+        await this.cancelUpload(repo, loc);
+        if (!srcDone) await it.return?.().catch(() => undefined);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- listings
+
+  private async paginate(first: string, scopes: string[], key: string, what: string, signal?: AbortSignal): Promise<string[]> {
+    const out: string[] = [];
+    let next: string | undefined = first;
+    for (let page = 0; next; page++) {
+      if (page > 100_000) throw new TsimageError(`${what}: too many pages`);
+      const url: string = next;
+      const doc = await this.retrying(
+        what,
+        async () => {
+          const res = await this.send({ method: 'GET', path: url, scopes, signal });
+          if (res.statusCode !== 200) throw await responseError(res, what);
+          const link = header(res, 'link');
+          const body = JSON.parse((await readCapped(res.body, 64 * 1024 * 1024, what)).toString('utf8')) as Record<string, unknown>;
+          return { body, link };
+        },
+        signal,
+      );
+      const list = doc.body[key];
+      if (Array.isArray(list)) for (const x of list) if (typeof x === 'string') out.push(x);
+      next = undefined;
+      if (doc.link) {
+        const m = /<([^>]+)>\s*;\s*rel="?next"?/.exec(doc.link);
+        if (m) next = new URL(m[1]!, `${this.origin}${url.startsWith('http') ? '' : url}`).toString();
+      }
+    }
+    return out;
+  }
+
+  /** All tags of a repository (follows `Link` pagination; `pageSize` sets `n`). */
+  async listTags(repo: string, io: Io & { pageSize?: number | undefined } = {}): Promise<string[]> {
+    const q = io.pageSize ? `?n=${io.pageSize}` : '';
+    return this.paginate(`/v2/${repo}/tags/list${q}`, this.pullScope(repo), 'tags', `listing tags of ${this.registry}/${repo}`, io.signal);
+  }
+
+  /** The registry's catalog (follows `Link` pagination). */
+  async catalog(io: Io & { pageSize?: number | undefined } = {}): Promise<string[]> {
+    const q = io.pageSize ? `?n=${io.pageSize}` : '';
+    return this.paginate(`/v2/_catalog${q}`, [CATALOG_SCOPE], 'repositories', `listing the catalog of ${this.registry}`, io.signal);
+  }
+
+  /**
+   * Referrers of a manifest: the OCI 1.1 referrers API, or (when the registry answers 404/405 there) the
+   * referrers tag scheme `<alg>-<hex>` (an index whose manifests are the referrers). Filtered by artifactType
+   * client-side when the registry did not apply the filter.
+   */
+  async referrers(repo: string, digest: Digest, io: Io & { artifactType?: string | undefined } = {}): Promise<Descriptor[]> {
+    parseDigest(digest);
+    const what = `listing referrers of ${this.registry}/${repo}@${digest}`;
+    const q = io.artifactType ? `?artifactType=${encodeURIComponent(io.artifactType)}` : '';
+    const api = await this.retrying(
+      what,
+      async () => {
+        const res = await this.send({
+          method: 'GET',
+          path: `/v2/${repo}/referrers/${digest}${q}`,
+          headers: { accept: 'application/vnd.oci.image.index.v1+json' },
+          scopes: this.pullScope(repo),
+          signal: io.signal,
+        });
+        if (res.statusCode === 404 || res.statusCode === 405 || res.statusCode === 400) {
+          await res.body.dump();
+          return undefined;
+        }
+        if (res.statusCode !== 200) throw await responseError(res, what);
+        const ct = (header(res, 'content-type') ?? '').split(';')[0]!.trim();
+        const filtered = (header(res, 'oci-filters-applied') ?? '').split(',').map((s) => s.trim()).includes('artifactType');
+        const body = await readCapped(res.body, MAX_MANIFEST_SIZE, what);
+        if (ct && ct !== 'application/vnd.oci.image.index.v1+json' && ct !== 'application/json') return undefined;
+        return { doc: JSON.parse(body.toString('utf8')) as { manifests?: Descriptor[] }, filtered };
+      },
+      io.signal,
+    );
+    let list: Descriptor[];
+    let filtered = false;
+    if (api) {
+      list = Array.isArray(api.doc.manifests) ? api.doc.manifests : [];
+      filtered = api.filtered;
+    } else {
+      const tag = `${digestAlgorithm(digest)}-${digestHex(digest)}`;
+      let m: ManifestResponse;
+      try {
+        m = await this.getManifest(repo, tag, { signal: io.signal, accept: ['application/vnd.oci.image.index.v1+json'] });
+      } catch (e) {
+        if (e instanceof OciError && (e.code === 'MANIFEST_UNKNOWN' || e.status === 404)) return [];
+        throw e;
+      }
+      const doc = JSON.parse(m.bytes.toString('utf8')) as { manifests?: Descriptor[] };
+      list = Array.isArray(doc.manifests) ? doc.manifests : [];
+    }
+    if (io.artifactType && !filtered) list = list.filter((x) => x.artifactType === io.artifactType);
+    return list;
+  }
+}
+
+/** `Range: 0-N` (or `bytes=0-N`) -> N+1 bytes the registry holds; `0-0` and missing -> 0... see below. */
+function rangeEnd(v: string | undefined): number {
+  if (!v) return 0;
+  const m = /(\d+)-(\d+)/.exec(v);
+  if (!m) return 0;
+  const end = Number(m[2]);
+  // distribution answers "0-0" for an empty upload as well as for one byte; the spec says 0-0 means empty
+  // only before any data was written; we treat 0-0 as 0 bytes (a 1-byte upload re-sends that byte).
+  return end === 0 ? 0 : end + 1;
+}
+
+async function readUpTo(body: AsyncIterable<Uint8Array>, limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of body) {
+    n += c.length;
+    if (n > limit) throw new SizeMismatchError(limit, n, what, 'limit');
+    chunks.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
+  }
+  return Buffer.concat(chunks, n);
+}
+
+// ---------------------------------------------------------------- shared clients
+
+const clients = new Map<string, RegistryClient>();
+
+/**
+ * The process-wide client for a registry and option set: sources and destinations on one registry share its
+ * pools and tokens. Pass the registry name as in references (`docker.io`, `127.0.0.1:5000`).
+ */
+export function registryClient(registry: string, opts: RegistryClientOptions = {}): RegistryClient {
+  const key = JSON.stringify([registry, opts.tlsVerify, opts.creds, opts.registryToken, opts.authfile, opts.certDir, opts.retryTimes, opts.retryDelayMs, opts.userAgent]);
+  let c = clients.get(key);
+  if (!c) {
+    c = new RegistryClient(registry, opts);
+    clients.set(key, c);
+  }
+  return c;
+}
+
+/** Close every shared client (end of a CLI command). */
+export async function closeRegistryClients(): Promise<void> {
+  const cs = [...clients.values()];
+  clients.clear();
+  await Promise.all(cs.map((c) => c.close()));
+}

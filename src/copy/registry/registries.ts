@@ -1,0 +1,155 @@
+/**
+ * containers-registries.conf(5), the parts a copy tool needs: which registries are insecure (plain HTTP or
+ * unverified TLS allowed) and which are blocked. Files: `$CONTAINERS_REGISTRIES_CONF` or
+ * `/etc/containers/registries.conf`, then `registries.conf.d/*.conf` beside it in name order (later files
+ * override earlier entries with the same prefix, as containers/image does). V2 format
+ * (`[[registry]] prefix/location/insecure/blocked`) and the V1 tables
+ * (`[registries.insecure] registries = [...]`, `[registries.block]`).
+ */
+import { readFileSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { TsimageError } from '../../oci/index.js';
+
+export interface RegistryEntry {
+  /** What the entry matches: `host[:port][/ns...]` or `*.domain`. */
+  prefix: string;
+  location: string;
+  insecure: boolean;
+  blocked: boolean;
+  source: string;
+}
+
+export interface RegistriesConf {
+  entries: RegistryEntry[];
+  files: string[];
+}
+
+export const SYSTEM_REGISTRIES_CONF = '/etc/containers/registries.conf';
+
+let cached: { key: string; conf: RegistriesConf } | undefined;
+
+function configPaths(env: NodeJS.ProcessEnv): string[] {
+  const main = env.CONTAINERS_REGISTRIES_CONF || SYSTEM_REGISTRIES_CONF;
+  const dDir = join(dirname(main), 'registries.conf.d');
+  const out = [main];
+  try {
+    for (const f of readdirSync(dDir).filter((f) => f.endsWith('.conf')).sort()) out.push(join(dDir, f));
+  } catch {
+    /* no drop-in dir */
+  }
+  return out;
+}
+
+function asBool(v: unknown, where: string): boolean {
+  if (v === undefined) return false;
+  if (typeof v !== 'boolean') throw new TsimageError(`${where}: expected true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** Parse one registries.conf text (exported for tests). */
+export async function parseRegistriesConf(text: string, source: string): Promise<RegistryEntry[]> {
+  const { parse } = await import('smol-toml');
+  let doc: Record<string, unknown>;
+  try {
+    doc = parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new TsimageError(`${source}: invalid TOML: ${(e as Error).message}`, { cause: e });
+  }
+  const out: RegistryEntry[] = [];
+  const regs = doc.registry;
+  if (regs !== undefined) {
+    if (!Array.isArray(regs)) throw new TsimageError(`${source}: "registry" must be an array of tables ([[registry]])`);
+    regs.forEach((r: Record<string, unknown>, i: number) => {
+      const where = `${source}: [[registry]] #${i + 1}`;
+      const location = typeof r.location === 'string' ? r.location : '';
+      const prefix = typeof r.prefix === 'string' && r.prefix ? r.prefix : location;
+      if (!prefix) throw new TsimageError(`${where}: needs "location" or "prefix"`);
+      out.push({
+        prefix: prefix.replace(/\/+$/, ''),
+        location: location.replace(/\/+$/, ''),
+        insecure: asBool(r.insecure, `${where} insecure`),
+        blocked: asBool(r.blocked, `${where} blocked`),
+        source,
+      });
+    });
+  }
+  // V1 format
+  const v1 = doc.registries as Record<string, { registries?: unknown }> | undefined;
+  if (v1 && typeof v1 === 'object') {
+    for (const [table, flag] of [
+      ['insecure', 'insecure'],
+      ['block', 'blocked'],
+    ] as const) {
+      const list = v1[table]?.registries;
+      if (list === undefined) continue;
+      if (!Array.isArray(list)) throw new TsimageError(`${source}: registries.${table}.registries must be a list`);
+      for (const l of list) {
+        if (typeof l !== 'string') continue;
+        const existing = out.find((e) => e.prefix === l);
+        if (existing) existing[flag] = true;
+        else out.push({ prefix: l, location: l, insecure: flag === 'insecure', blocked: flag === 'blocked', source });
+      }
+    }
+  }
+  return out;
+}
+
+/** Load (and cache per process) the system registries configuration. */
+export async function loadRegistriesConf(env: NodeJS.ProcessEnv = process.env): Promise<RegistriesConf> {
+  const paths = configPaths(env);
+  const key = paths.join('\0');
+  if (cached?.key === key) return cached.conf;
+  const byPrefix = new Map<string, RegistryEntry>();
+  const files: string[] = [];
+  for (const p of paths) {
+    let text: string;
+    try {
+      text = readFileSync(p, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw new TsimageError(`reading ${p}: ${(e as Error).message}`, { cause: e });
+    }
+    files.push(p);
+    for (const e of await parseRegistriesConf(text, p)) byPrefix.set(e.prefix, e);
+  }
+  const conf = { entries: [...byPrefix.values()], files };
+  cached = { key, conf };
+  return conf;
+}
+
+function matches(prefix: string, ref: string): boolean {
+  if (prefix.startsWith('*.')) {
+    const host = ref.split('/')[0]!.replace(/:\d+$/, '');
+    const suffix = prefix.slice(1).split('/')[0]!;
+    return host.endsWith(suffix) && host.length > suffix.length;
+  }
+  if (ref === prefix) return true;
+  return ref.startsWith(prefix) && (ref[prefix.length] === '/' || ref[prefix.length] === ':' || ref[prefix.length] === '@');
+}
+
+/** The most specific entry matching `host[/repo]` (longest prefix; wildcards lose to exact prefixes). */
+export function findRegistry(conf: RegistriesConf, hostAndRepo: string): RegistryEntry | undefined {
+  let best: RegistryEntry | undefined;
+  let bestLen = -1;
+  for (const e of conf.entries) {
+    if (!matches(e.prefix, hostAndRepo)) continue;
+    const len = e.prefix.startsWith('*.') ? 0 : e.prefix.length;
+    if (len > bestLen) {
+      best = e;
+      bestLen = len;
+    }
+  }
+  return best;
+}
+
+/** Is `host` configured insecure in registries.conf? */
+export async function isInsecureRegistry(host: string, env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
+  const conf = await loadRegistriesConf(env);
+  return findRegistry(conf, host)?.insecure ?? false;
+}
+
+/** Is `host/repo` blocked in registries.conf? */
+export async function isBlockedRegistry(hostAndRepo: string, env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
+  const conf = await loadRegistriesConf(env);
+  return findRegistry(conf, hostAndRepo)?.blocked ?? false;
+}

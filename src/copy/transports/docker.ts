@@ -1,0 +1,219 @@
+/**
+ * The `docker://` transport: images in a registry, over the one RegistryClient.
+ * Names as containers/image's docker transport: `docker://host/repo:tag` or `docker://host/repo@digest`
+ * (Docker Hub normalisation; a tag and a digest together are refused), policy scopes from the full name.
+ */
+import type { Readable } from 'node:stream';
+import {
+  ALL_MANIFEST_TYPES,
+  OciError,
+  UsageError,
+  formatReference,
+  isDigest,
+  parseReference,
+  repositoryName,
+  type Descriptor,
+  type Digest,
+  type ImageReference,
+  type Io,
+} from '../../oci/index.js';
+import type { DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, OpenOptions, ReuseResult, Transport } from '../types.js';
+import { registryClient, type RegistryClient, type RegistryClientOptions } from '../registry/client.js';
+
+export class DockerImageName implements ImageName {
+  readonly transport = 'docker';
+  constructor(
+    readonly ref: ImageReference,
+    readonly rest: string,
+  ) {}
+  toString(): string {
+    return `docker://${formatReference(this.ref)}`;
+  }
+  get dockerReference(): string {
+    return formatReference(this.ref);
+  }
+  /** `host/repo:tag` or `host/repo@digest` (containers/image PolicyConfigurationIdentity). */
+  policyIdentity(): string {
+    return formatReference(this.ref);
+  }
+  /** `host/a/b`, `host/a`, `host`, then `*.domain` wildcards (containers/image DockerReferenceNamespaces). */
+  policyNamespaces(): string[] {
+    const out: string[] = [];
+    let name = repositoryName(this.ref);
+    for (;;) {
+      out.push(name);
+      const i = name.lastIndexOf('/');
+      if (i < 0) break;
+      name = name.slice(0, i);
+    }
+    let host = this.ref.registry;
+    if (host.startsWith('[')) return out;
+    host = host.replace(/:\d+$/, '');
+    for (;;) {
+      const dot = host.indexOf('.');
+      if (dot < 0) break;
+      host = host.slice(dot + 1);
+      out.push(`*.${host}`);
+    }
+    return out;
+  }
+}
+
+/** Parse the part after `docker:` (it must start with `//`). */
+export function parseDockerName(rest: string): DockerImageName {
+  if (!rest.startsWith('//')) throw new UsageError(`invalid docker image name "docker:${rest}": expected docker://[host/]repo[:tag|@digest]`);
+  const ref = parseReference(rest.slice(2));
+  if (ref.tag && ref.digest)
+    throw new UsageError(`docker://${rest.slice(2)}: references with both a tag and a digest are not supported (use one)`);
+  return new DockerImageName(ref, rest);
+}
+
+function clientOptions(o: OpenOptions = {}): RegistryClientOptions {
+  return {
+    tlsVerify: o.tlsVerify,
+    creds: o.creds,
+    registryToken: o.registryToken,
+    authfile: o.authfile,
+    certDir: o.certDir,
+    retryTimes: o.retryTimes,
+    userAgent: o.userAgent,
+  };
+}
+
+function nameOf(name: ImageName): DockerImageName {
+  if (name instanceof DockerImageName) return name;
+  return parseDockerName(name.rest);
+}
+
+function signalOf(...ios: (Io | undefined)[]): AbortSignal | undefined {
+  for (const io of ios) if (io?.signal) return io.signal;
+  return undefined;
+}
+
+export class DockerSource implements ImageSource {
+  constructor(
+    readonly name: DockerImageName,
+    readonly client: RegistryClient,
+    private readonly io: Io = {},
+  ) {}
+
+  private get repo(): string {
+    return this.name.ref.repository;
+  }
+
+  async manifest(instance?: Digest, io?: Io): Promise<ManifestBytes> {
+    const ref = instance ?? this.name.ref.digest ?? this.name.ref.tag ?? 'latest';
+    return this.client.getManifest(this.repo, ref, { signal: signalOf(io, this.io) });
+  }
+
+  async blob(d: Descriptor, io?: Io & { start?: number | undefined }): Promise<Readable> {
+    return this.client.getBlob(this.repo, d, { signal: signalOf(io, this.io), onProgress: io?.onProgress, start: io?.start });
+  }
+
+  async tags(io?: Io): Promise<string[]> {
+    return this.client.listTags(this.repo, { signal: signalOf(io, this.io) });
+  }
+
+  async referrers(digest: Digest, io?: Io & { artifactType?: string | undefined }): Promise<Descriptor[]> {
+    return this.client.referrers(this.repo, digest, { signal: signalOf(io, this.io), artifactType: io?.artifactType });
+  }
+
+  async manifestByRef(tagOrDigest: string, io?: Io): Promise<ManifestBytes | undefined> {
+    try {
+      return await this.client.getManifest(this.repo, tagOrDigest, { signal: signalOf(io, this.io) });
+    } catch (e) {
+      if (e instanceof OciError && (e.code === 'MANIFEST_UNKNOWN' || e.status === 404)) return undefined;
+      throw e;
+    }
+  }
+
+  async close(): Promise<void> {
+    /* pools are shared per registry (closeRegistryClients) */
+  }
+}
+
+const CAPS: DestinationCaps = { manifestTypes: ALL_MANIFEST_TYPES, parallelPuts: true, preservesDigests: true, acceptsSignatures: true };
+
+export class DockerDestination implements ImageDestination {
+  readonly caps = CAPS;
+  constructor(
+    readonly name: DockerImageName,
+    readonly client: RegistryClient,
+    private readonly io: Io = {},
+  ) {
+    client.wantPush(name.ref.repository);
+  }
+
+  private get repo(): string {
+    return this.name.ref.repository;
+  }
+
+  get tag(): string | undefined {
+    return this.name.ref.digest ? undefined : (this.name.ref.tag ?? 'latest');
+  }
+
+  async tryReuse(d: Descriptor, io?: Io & { mountFrom?: readonly string[] | undefined }): Promise<ReuseResult> {
+    const signal = signalOf(io, this.io);
+    const st = await this.client.statBlob(this.repo, d.digest, { signal });
+    if (st) return { kind: 'present', descriptor: { ...d, size: st.size >= 0 ? st.size : d.size } };
+    for (const from of io?.mountFrom ?? []) {
+      if (from === this.repo) continue;
+      if (await this.client.mountBlob(this.repo, d.digest, from, { signal })) return { kind: 'mounted', descriptor: d, from };
+    }
+    return { kind: 'absent' };
+  }
+
+  async putBlob(d: Descriptor, body: Readable | AsyncIterable<Uint8Array>, io?: Io): Promise<Descriptor> {
+    const r = await this.client.putBlob(
+      this.repo,
+      { digest: d.digest && isDigest(d.digest) ? d.digest : undefined, size: d.size >= 0 ? d.size : undefined },
+      body,
+      { signal: signalOf(io, this.io), onProgress: io?.onProgress },
+    );
+    return { ...d, digest: r.digest, size: r.size };
+  }
+
+  async putManifest(m: ManifestBytes, tagOrDigest?: string, io?: Io): Promise<void> {
+    await this.client.putManifest(this.repo, tagOrDigest ?? m.digest, m.bytes, m.mediaType, { signal: signalOf(io, this.io) });
+  }
+
+  async deleteManifest(tagOrDigest: string, io?: Io): Promise<void> {
+    await this.client.deleteManifest(this.repo, tagOrDigest, { signal: signalOf(io, this.io) });
+  }
+
+  async tags(io?: Io): Promise<string[]> {
+    try {
+      return await this.client.listTags(this.repo, { signal: signalOf(io, this.io) });
+    } catch (e) {
+      // a repository that does not exist yet has no tags
+      if (e instanceof OciError && (e.code === 'NAME_UNKNOWN' || e.status === 404)) return [];
+      throw e;
+    }
+  }
+
+  async manifestDigest(tag: string, io?: Io): Promise<Digest | undefined> {
+    return (await this.client.headManifest(this.repo, tag, { signal: signalOf(io, this.io) }))?.digest;
+  }
+
+  async commit(): Promise<void> {}
+
+  async close(): Promise<void> {}
+}
+
+/** The RegistryClient a docker name and options map to (shared per registry and options). */
+export function dockerClient(name: ImageName, opts?: OpenOptions): RegistryClient {
+  return registryClient(nameOf(name).ref.registry, clientOptions(opts));
+}
+
+export const dockerTransport: Transport = {
+  name: 'docker',
+  parse: parseDockerName,
+  async source(name: ImageName, opts?: OpenOptions): Promise<ImageSource> {
+    const n = nameOf(name);
+    return new DockerSource(n, dockerClient(n, opts), { signal: opts?.signal });
+  },
+  async destination(name: ImageName, opts?: OpenOptions): Promise<ImageDestination> {
+    const n = nameOf(name);
+    return new DockerDestination(n, dockerClient(n, opts), { signal: opts?.signal });
+  },
+};
