@@ -15,11 +15,12 @@ import {
   normalizedNamed,
   signImage,
   signatureTag,
+  transportRepo,
   verifyImage,
   type ArtifactRepo,
   type VerifyReport,
 } from '../copy/sign/index.js';
-import type { ManifestBytes } from '../copy/types.js';
+import type { ImageDestination, ImageName, ImageSource, ManifestBytes, OpenOptions } from '../copy/types.js';
 import { rootController } from './common.js';
 
 async function exists(p: string): Promise<boolean> {
@@ -85,9 +86,51 @@ async function openLayoutImage(rest: string): Promise<ImageHandle> {
   return { label: `oci:${rest}`, repo, top, intended: undefined, commit: async () => {}, close: async () => {} };
 }
 
-async function openDockerImage(rest: string, _o: RegistryOpts, _write: boolean): Promise<ImageHandle> {
-  // wired to the registry client (src/copy/transports/docker.ts) once it lands
-  throw new UsageError(`docker:${rest}: the registry transport is not available yet in this build`);
+interface TransportTable {
+  parseImageName(s: string): Promise<ImageName>;
+  openSource(n: ImageName, o?: OpenOptions): Promise<ImageSource>;
+  openDestination(n: ImageName, o?: OpenOptions): Promise<ImageDestination>;
+}
+
+async function openDockerImage(rest: string, o: RegistryOpts, write: boolean): Promise<ImageHandle> {
+  // the engine's transport table (loaded lazily: the registry client is only needed for docker://)
+  const spec = '../copy/transports/index.js';
+  const t = (await import(spec)) as TransportTable;
+  const name = await t.parseImageName(`docker:${rest}`);
+  const opts: OpenOptions = { signal: rootController.signal };
+  if (o.tlsVerify !== undefined) opts.tlsVerify = o.tlsVerify;
+  if (o.creds) opts.creds = o.creds;
+  if (o.registryToken) opts.registryToken = o.registryToken;
+  if (o.authfile) opts.authfile = o.authfile;
+  if (o.certDir) opts.certDir = o.certDir;
+  const src = await t.openSource(name, opts);
+  let dst: ImageDestination | undefined;
+  try {
+    if (write) dst = await t.openDestination(name, opts);
+    const top = await src.manifest(undefined, { signal: rootController.signal });
+    let intended: ImageReference | undefined;
+    if (name.dockerReference) {
+      const r = normalizedNamed(name.dockerReference);
+      intended = !r.tag && !r.digest ? { ...r, tag: 'latest' } : r;
+    }
+    return {
+      label: String(name),
+      repo: transportRepo(src, dst),
+      top,
+      intended,
+      commit: async () => {
+        await dst?.commit({ signal: rootController.signal });
+      },
+      close: async () => {
+        await dst?.close();
+        await src.close();
+      },
+    };
+  } catch (e) {
+    await dst?.close().catch(() => {});
+    await src.close().catch(() => {});
+    throw e;
+  }
 }
 
 /** Open `docker://…` or `oci:DIR[:TAG]` for the signing commands. */
@@ -179,6 +222,8 @@ export async function signCmd(image: string, o: SignCmdOpts): Promise<void> {
 
 export interface VerifyCmdOpts extends RegistryOpts {
   key: string[];
+  /** Expected signed identity instead of the image's own reference (a mirror: the original repository). */
+  identity?: string | undefined;
   format?: string | undefined;
 }
 
@@ -191,6 +236,7 @@ export function formatReport(r: VerifyReport): string {
     else lines.push(`  FAIL  ${s.candidate.where}: ${s.reason}`);
   }
   for (const p of r.problems) lines.push(`  WARN  ${p}`);
+  if (!r.identityChecked) lines.push('  NOTE  signed identities not checked: the image has no registry reference (use --identity REF)');
   const good = r.signatures.filter((s) => s.ok).length;
   lines.push(r.ok ? `Verified: ${good} of ${r.signatures.length} signature(s) valid.` : `FAILED: no valid signature (${r.signatures.length} found).`);
   return lines.join('\n') + '\n';
@@ -212,12 +258,21 @@ export async function verifyCmd(image: string, o: VerifyCmdOpts): Promise<number
   );
   const h = await openImage(image, o, false);
   try {
-    const r = await verifyImage(h.repo, { keys, manifestDigest: h.top.digest, intended: h.intended, image: h.label }, { signal: rootController.signal });
+    let intended = h.intended;
+    if (o.identity) {
+      try {
+        intended = normalizedNamed(o.identity);
+      } catch (e) {
+        throw new UsageError(`--identity ${JSON.stringify(o.identity)}: ${(e as Error).message}`);
+      }
+    }
+    const r = await verifyImage(h.repo, { keys, manifestDigest: h.top.digest, intended, image: h.label }, { signal: rootController.signal });
     if (o.format === 'json') {
       const doc = {
         image: r.image,
         manifestDigest: r.manifestDigest,
         verified: r.ok,
+        identityChecked: r.identityChecked,
         signatures: r.signatures.map((s) => ({
           where: s.candidate.where,
           valid: s.ok,

@@ -9,7 +9,7 @@ const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 /** skopeo's registry flags for the image argument. */
 function registryFlags(c: Command): Command {
   return c
-    .option('--tls-verify <bool>', 'require HTTPS and verify certificates when talking to the registry', (v) => v !== 'false', true)
+    .option('--tls-verify [bool]', 'require HTTPS and verify certificates (default: registries.conf, else true)', (v: string) => v !== 'false')
     .option('--creds <user:password>', 'registry credentials')
     .option('--registry-token <token>', 'bearer token for the registry')
     .option('--authfile <path>', 'auth.json with registry credentials')
@@ -51,6 +51,7 @@ export function registerSignCommands(p: Command): void {
       .description('Verify an image\'s cosign signatures (.sig tag and referrers): signature, manifest digest and identity; exit 0 when one is valid')
       .argument('<image>', 'docker://HOST/REPO[:TAG|@DIGEST] or oci:DIR[:TAG]')
       .requiredOption('--key <file>', 'public key PEM (repeatable: any may verify)', collect)
+      .option('--identity <ref>', 'the signed identity to expect (repository[:tag]) instead of the image\'s own reference (mirrors)')
       .addOption(new Option('--format <format>', 'report format').choices(['text', 'json']).default('text')),
   ).action(async (image: string, opts: import('./sign-impl.js').VerifyCmdOpts) => {
     const m = await import('./sign-impl.js');

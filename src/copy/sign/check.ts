@@ -18,6 +18,8 @@ export interface VerifyReport {
   problems: string[];
   /** At least one signature verified. */
   ok: boolean;
+  /** Whether signed identities were checked (false for images without a registry reference). */
+  identityChecked: boolean;
 }
 
 /**
@@ -55,5 +57,5 @@ export async function verifyImage(
     }
     return r;
   });
-  return { image: o.image, manifestDigest: o.manifestDigest, signatures, problems: found.problems, ok: signatures.some((s) => s.ok) };
+  return { image: o.image, manifestDigest: o.manifestDigest, signatures, problems: found.problems, ok: signatures.some((s) => s.ok), identityChecked: !!o.intended };
 }
