@@ -94,8 +94,19 @@ interface TransportTable {
 
 async function openDockerImage(rest: string, o: RegistryOpts, write: boolean): Promise<ImageHandle> {
   // the engine's transport table (loaded lazily: the registry client is only needed for docker://)
-  const spec = '../copy/transports/index.js';
-  const t = (await import(spec)) as TransportTable;
+  let t: TransportTable;
+  try {
+    const spec = '../copy/transports/index.js';
+    t = (await import(spec)) as TransportTable;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw e;
+    const { dockerTransport } = await import('../copy/transports/docker.js');
+    t = {
+      parseImageName: async (s) => dockerTransport.parse(s.slice('docker:'.length)),
+      openSource: (n, o) => dockerTransport.source(n, o),
+      openDestination: (n, o) => dockerTransport.destination(n, o),
+    };
+  }
   const name = await t.parseImageName(`docker:${rest}`);
   const opts: OpenOptions = { signal: rootController.signal };
   if (o.tlsVerify !== undefined) opts.tlsVerify = o.tlsVerify;
@@ -124,6 +135,8 @@ async function openDockerImage(rest: string, o: RegistryOpts, write: boolean): P
       close: async () => {
         await dst?.close();
         await src.close();
+        const { closeRegistryClients } = await import('../copy/registry/client.js');
+        await closeRegistryClients();
       },
     };
   } catch (e) {
