@@ -1,7 +1,129 @@
 /**
- * tscopy's copy engine commands (copy, inspect, sync).
- * Registration only: each action imports its implementation lazily.
+ * tscopy's copy engine commands (copy, inspect, sync), with skopeo's flag names.
+ * Registration only: each action imports its implementation (tscopy-copy-impl.ts) lazily.
  */
-import type { Command } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 
-export function registerCopyCommands(_p: Command): void {}
+/** skopeo's boolean flags take `--flag`, `--flag=true|false`. */
+export function boolArg(v: string | undefined): boolean {
+  if (v === undefined || v === '' || v === 'true' || v === '1') return true;
+  if (v === 'false' || v === '0') return false;
+  throw new InvalidArgumentError(`want true or false, not ${JSON.stringify(v)}`);
+}
+
+function intArg(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`want a non-negative integer, not ${JSON.stringify(v)}`);
+  return n;
+}
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+function overrides(c: Command): Command {
+  return c
+    .option('--override-os <os>', 'use OS instead of the running OS for choosing images')
+    .option('--override-arch <arch>', 'use ARCH instead of the architecture of the machine for choosing images')
+    .option('--override-variant <variant>', 'use VARIANT instead of the running architecture variant for choosing images');
+}
+
+export function registerCopyCommands(p: Command): void {
+  overrides(
+    p
+      .command('copy')
+      .description('Copy an image from one location to another (transports: docker://, oci:, oci-archive:, docker-archive:, dir:, tsbuild:)')
+      .argument('<source-image>', 'transport:reference of the source')
+      .argument('<destination-image>', 'transport:reference of the destination')
+      .option('-a, --all', 'copy all images of a manifest list (children first, the list last)')
+      .option('--platform <os/arch[/variant]>', 'the instance to copy from a manifest list (default: this machine)')
+      .addOption(new Option('-f, --format <format>', 'manifest format of the destination').choices(['oci', 'v2s2']))
+      .addOption(new Option('--dest-compress-format <format>', 'recompress layers with this algorithm').choices(['gzip', 'zstd']))
+      .option('--dest-compress-level <n>', 'compression level', (v) => Number(v))
+      .option('--dest-compress', 'compress uncompressed layers at the destination (the default for registries and OCI layouts)')
+      .option('-j, --jobs <n>', 'blobs copied in parallel', intArg, 6)
+      .option('--retry-times <n>', 'retry the copy this many times on temporary failures', intArg, 0)
+      .option('--src-tls-verify [bool]', 'require HTTPS and verify certificates for the source registry', boolArg)
+      .option('--dest-tls-verify [bool]', 'require HTTPS and verify certificates for the destination registry', boolArg)
+      .option('--src-creds <user[:password]>', 'credentials for the source registry')
+      .option('--dest-creds <user[:password]>', 'credentials for the destination registry')
+      .option('--src-registry-token <token>', 'bearer token for the source registry')
+      .option('--dest-registry-token <token>', 'bearer token for the destination registry')
+      .option('--src-cert-dir <dir>', 'client certificates / CA for the source registry')
+      .option('--dest-cert-dir <dir>', 'client certificates / CA for the destination registry')
+      .option('--authfile <file>', 'auth.json (default $REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json)')
+      .option('--src-authfile <file>', 'auth.json for the source')
+      .option('--dest-authfile <file>', 'auth.json for the destination')
+      .option('-q, --quiet', 'suppress progress output')
+      .option('--digestfile <file>', 'write the digest of the copied manifest to this file')
+      .option('--preserve-digests', 'fail rather than change the manifest digest (conversion, recompression)')
+      .option('--remove-signatures', 'do not copy signatures')
+      .option('--policy <file>', 'trust policy (policy.json) to check the source against')
+      .option('--insecure-policy', 'accept any image (do not read policy.json)')
+      .option('--sign-by-key <file>', 'sign the copied image with this cosign-format private key')
+      .option('--sign-passphrase-file <file>', 'passphrase of the signing key')
+      .option('--additional-tag <tag>', 'additional tags (docker-archive destinations)', collect)
+      .action(async (src: string, dest: string, opts: Record<string, unknown>) => {
+        const m = await import('./tscopy-copy-impl.js');
+        process.exitCode = await m.copyCmd(src, dest, opts);
+      }),
+  );
+
+  overrides(
+    p
+      .command('inspect')
+      .description("Inspect an image: skopeo's fields (Name, Digest, RepoTags, Created, DockerVersion, Labels, Architecture, Os, Layers, LayersData, Env)")
+      .argument('<image>', 'transport:reference')
+      .option('--raw', 'print the manifest (or with --config the config) bytes as stored')
+      .option('--config', 'print the image config')
+      .option('-f, --format <template>', 'json (default) or a Go template ({{.Digest}}, {{json .Labels}}, {{index .Labels "k"}}, {{range .RepoTags}}...{{end}})')
+      .option('-n, --no-tags', 'do not list the repository tags (RepoTags)')
+      .option('--tls-verify [bool]', 'require HTTPS and verify certificates', boolArg)
+      .option('--creds <user[:password]>', 'registry credentials')
+      .option('--registry-token <token>', 'registry bearer token')
+      .option('--cert-dir <dir>', 'client certificates / CA')
+      .option('--authfile <file>', 'auth.json')
+      .option('--retry-times <n>', 'retries on temporary failures', intArg, 0)
+      .action(async (image: string, opts: Record<string, unknown>) => {
+        const m = await import('./tscopy-copy-impl.js');
+        process.exitCode = await m.inspectCmd(image, opts);
+      }),
+  );
+
+  p.command('sync')
+    .description('Synchronize images between registries and directories (skopeo sync): a repository, repo:tag, or a YAML file')
+    .argument('<source>', 'a repository or repo:tag (--src docker), a directory (--src dir), or a YAML file (--src yaml)')
+    .argument('<destination>', 'a registry/namespace (--dest docker) or a directory (--dest dir)')
+    .addOption(new Option('-s, --src <transport>', 'source transport').choices(['docker', 'dir', 'yaml']).makeOptionMandatory())
+    .addOption(new Option('-d, --dest <transport>', 'destination transport').choices(['docker', 'dir']).makeOptionMandatory())
+    .option('--scoped', 'prefix the destination with the full source location (registry/repository)')
+    .option('-a, --all', 'copy all images of manifest lists')
+    .option('--dry-run', 'print what would be copied, copy nothing')
+    .option('--prune', 'delete destination tags the source no longer has (a true mirror)')
+    .option('--keep-going', 'go on with the other images after a failure')
+    .addOption(new Option('-f, --format <format>', 'manifest format of the destination').choices(['oci', 'v2s2']))
+    .addOption(new Option('--dest-compress-format <format>', 'recompress layers with this algorithm').choices(['gzip', 'zstd']))
+    .option('-j, --jobs <n>', 'blobs copied in parallel per image', intArg, 6)
+    .option('--retry-times <n>', 'retries per image on temporary failures', intArg, 0)
+    .option('--src-tls-verify [bool]', 'require HTTPS and verify certificates for the source registry', boolArg)
+    .option('--dest-tls-verify [bool]', 'require HTTPS and verify certificates for the destination registry', boolArg)
+    .option('--src-creds <user[:password]>', 'credentials for the source registry')
+    .option('--dest-creds <user[:password]>', 'credentials for the destination registry')
+    .option('--src-registry-token <token>', 'bearer token for the source registry')
+    .option('--dest-registry-token <token>', 'bearer token for the destination registry')
+    .option('--src-cert-dir <dir>', 'client certificates / CA for the source registry')
+    .option('--dest-cert-dir <dir>', 'client certificates / CA for the destination registry')
+    .option('--authfile <file>', 'auth.json')
+    .option('--src-authfile <file>', 'auth.json for the source')
+    .option('--dest-authfile <file>', 'auth.json for the destination')
+    .option('--remove-signatures', 'do not copy signatures')
+    .option('--preserve-digests', 'fail rather than change manifest digests')
+    .option('-q, --quiet', 'suppress progress output')
+    .option('--override-os <os>', 'use OS instead of the running OS for choosing images')
+    .option('--override-arch <arch>', 'use ARCH instead of the machine architecture for choosing images')
+    .option('--override-variant <variant>', 'use VARIANT instead of the running architecture variant')
+    .action(async (src: string, dest: string, opts: Record<string, unknown>) => {
+      const m = await import('./tscopy-sync-impl.js');
+      process.exitCode = await m.syncCmd(src, dest, opts);
+    });
+}

@@ -80,6 +80,25 @@ export interface DestinationCaps {
   readonly preservesDigests: boolean;
   /** Whether signatures / referrers can be stored (registries and OCI layouts yes, archives no). */
   readonly acceptsSignatures: boolean;
+  /**
+   * What the destination wants done with layer compression when no `--dest-compress-format` is asked for
+   * (containers/image's DesiredLayerCompression): 'preserve' (default: dir:), 'compress' (registries, OCI layouts:
+   * uncompressed layers are gzipped on the way) or 'decompress' (docker-archive stores plain tars; it may also do
+   * this itself in putBlob).
+   */
+  readonly layerCompression?: 'preserve' | 'compress' | 'decompress' | undefined;
+}
+
+/**
+ * What putBlob is told about a blob. `digest`/`size` are undefined when the engine produces the content on the
+ * fly (recompression, conversion): the destination computes them while streaming (registries: chunked upload and
+ * the digest on the final PUT) and returns them.
+ */
+export interface BlobInfo {
+  mediaType: MediaType;
+  digest?: Digest | undefined;
+  size?: number | undefined;
+  annotations?: Record<string, string> | undefined;
 }
 
 export type ReuseResult =
@@ -97,11 +116,15 @@ export interface ImageDestination {
    * (same registry, `repo` names without host). Cheap: at most one request per candidate.
    */
   tryReuse(d: Descriptor, io?: Io & { mountFrom?: readonly string[] | undefined }): Promise<ReuseResult>;
-  /** Store a blob from a stream; verifies digest/size when given; leaves nothing behind on failure. */
-  putBlob(d: Descriptor, body: Readable | AsyncIterable<Uint8Array>, io?: Io): Promise<Descriptor>;
+  /**
+   * Store a blob from a stream; verifies digest/size when given (and computes them when not: see BlobInfo);
+   * returns the stored descriptor; leaves nothing behind on failure.
+   */
+  putBlob(d: BlobInfo, body: Readable | AsyncIterable<Uint8Array>, io?: Io): Promise<Descriptor>;
   /**
    * Store a manifest. `tagOrDigest` undefined = by digest only (children of an index); a tag = also point the tag
-   * at it. The bytes are stored verbatim.
+   * at it; the manifest's own digest = the top manifest of a destination named without a tag (oci:DIR adds an
+   * unnamed index.json entry, docker PUTs by digest). The bytes are stored verbatim.
    */
   putManifest(m: ManifestBytes, tagOrDigest?: string, io?: Io): Promise<void>;
   /** Tag to write when the destination name has none (docker: from the name; oci: the ref in the name). */

@@ -1,0 +1,239 @@
+/** Implementations of tscopy copy and inspect (loaded lazily by tscopy-copy.ts). */
+import { writeFile } from 'node:fs/promises';
+import {
+  hostPlatform,
+  isIndexType,
+  MAX_MANIFEST_SIZE,
+  normalizePlatform,
+  OciError,
+  parseConfig,
+  parseManifest,
+  parsePlatform,
+  parseReference,
+  readAll,
+  selectPlatform,
+  formatPlatform,
+  UsageError,
+  verifying,
+  type Platform,
+} from '../oci/index.js';
+import { copyImage, type CopyOptions, type CopyResult } from '../copy/engine.js';
+import { cliReporter, humanBytes } from '../copy/progress.js';
+import { goJson, dockerConfigToOci } from '../copy/convert.js';
+import { openDestination, openSource, parseImageName } from '../copy/transports/index.js';
+import type { ImageName, OpenOptions } from '../copy/types.js';
+import { rootController } from './common.js';
+import { goTemplate } from './gotemplate.js';
+
+type Opts = Record<string, unknown>;
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+/** --platform and skopeo's --override-os/--override-arch/--override-variant -> the platform to pick, if any. */
+export function platformFrom(opts: Opts): Platform | undefined {
+  const p = str(opts.platform) ? parsePlatform(str(opts.platform)!) : undefined;
+  const os = str(opts.overrideOs);
+  const arch = str(opts.overrideArch);
+  const variant = str(opts.overrideVariant);
+  if (!p && !os && !arch && !variant) return undefined;
+  const host = hostPlatform();
+  const out: Platform = { os: os ?? p?.os ?? host.os, architecture: arch ?? p?.architecture ?? host.architecture };
+  const v = variant ?? (arch ? undefined : p?.variant);
+  if (v) out.variant = v;
+  return normalizePlatform(out);
+}
+
+export function openOptions(opts: Opts, side: 'src' | 'dest' | ''): OpenOptions {
+  const k = (name: string) => (side ? `${side}${name[0]!.toUpperCase()}${name.slice(1)}` : name);
+  return {
+    signal: rootController.signal,
+    creds: str(opts[k('creds')]),
+    registryToken: str(opts[k('registryToken')]),
+    tlsVerify: typeof opts[k('tlsVerify')] === 'boolean' ? (opts[k('tlsVerify')] as boolean) : undefined,
+    authfile: str(opts[k('authfile')]) ?? str(opts.authfile),
+    certDir: str(opts[k('certDir')]),
+    retryTimes: typeof opts.retryTimes === 'number' ? opts.retryTimes : undefined,
+    userAgent: 'tscopy/0.1.0',
+  };
+}
+
+/** Temporary failures worth another attempt (--retry-times): 5xx/429 and connection errors. */
+export function isTemporary(e: unknown): boolean {
+  if (e instanceof OciError) return e.temporary;
+  const code = (e as { code?: unknown })?.code;
+  return typeof code === 'string' && /^(ECONNRESET|ECONNREFUSED|ETIMEDOUT|EPIPE|EAI_AGAIN|UND_ERR_SOCKET|UND_ERR_CONNECT_TIMEOUT|UND_ERR_HEADERS_TIMEOUT|UND_ERR_BODY_TIMEOUT|UND_ERR_CLOSED)$/.test(code);
+}
+
+export async function withRetries<T>(times: number, what: string, fn: () => Promise<T>, log: (s: string) => void): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (attempt >= times || !isTemporary(e) || rootController.signal.aborted) throw e;
+      const delay = Math.min(30_000, 1000 * 2 ** attempt) * (0.5 + Math.random() / 2);
+      log(`${what} failed (attempt ${attempt + 1} of ${times + 1}): ${(e as Error).message}; retrying in ${(delay / 1000).toFixed(1)} s`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+/** Signing and policy hooks (src/copy/sign/hooks.ts, the signing engineer's), loaded only when asked for. */
+async function signingHooks(opts: Opts, log: (s: string) => void): Promise<Pick<CopyOptions, 'beforeWrite' | 'afterManifest'>> {
+  if (!opts.policy && !opts.signByKey) return {};
+  const spec = '../copy/sign/copy-hooks.js';
+  let m: { copyHooksFromCli?: (o: Opts, log: (s: string) => void) => Promise<Pick<CopyOptions, 'beforeWrite' | 'afterManifest'>> };
+  try {
+    m = (await import(spec)) as typeof m;
+  } catch {
+    throw new UsageError('--policy / --sign-by-key: signing support is not available in this build');
+  }
+  if (!m.copyHooksFromCli) throw new UsageError('--policy / --sign-by-key: signing support is not available in this build');
+  return m.copyHooksFromCli(opts, log);
+}
+
+export interface CliCopy {
+  src: ImageName;
+  dest: ImageName;
+  options: CopyOptions;
+  srcOpen: OpenOptions;
+  destOpen: OpenOptions;
+  retryTimes: number;
+}
+
+/** One copy with opening (destination first, as containers/image), retries and closing. */
+export async function runCopy(c: CliCopy, log: (s: string) => void): Promise<CopyResult> {
+  return withRetries(c.retryTimes, `copy ${c.src} -> ${c.dest}`, async () => {
+    const dest = await openDestination(c.dest, c.destOpen);
+    try {
+      const src = await openSource(c.src, c.srcOpen);
+      try {
+        return await copyImage(src, dest, c.options);
+      } finally {
+        await src.close();
+      }
+    } finally {
+      await dest.close();
+    }
+  }, log);
+}
+
+export function summaryLine(r: CopyResult): string {
+  const s = r.stats;
+  const total = s.copied + s.skipped + s.mounted;
+  let line = `Copied ${humanBytes(s.bytes)} in ${s.seconds.toFixed(2)} s: ${total} blob${total === 1 ? '' : 's'} (${s.copied} copied, ${s.skipped} skipped, ${s.mounted} mounted); manifest ${r.manifest.digest}`;
+  if (r.converted) line += ` (changed from ${r.sourceDigest}: ${r.conversions.join('; ')})`;
+  return line;
+}
+
+export async function copyCmd(srcArg: string, destArg: string, opts: Opts): Promise<number> {
+  const src = await parseImageName(srcArg);
+  const dest = await parseImageName(destArg);
+  const reporter = cliReporter({ quiet: opts.quiet === true });
+  const log = (s: string) => (opts.quiet ? process.stderr.write(`${s}\n`) : reporter.message(s));
+  const hooks = await signingHooks(opts, log);
+  const options: CopyOptions = {
+    signal: rootController.signal,
+    all: opts.all === true,
+    platform: platformFrom(opts),
+    format: str(opts.format) as CopyOptions['format'],
+    destCompress: str(opts.destCompressFormat) as CopyOptions['destCompress'] ?? (opts.destCompressLevel !== undefined ? 'gzip' : undefined),
+    destCompressLevel: typeof opts.destCompressLevel === 'number' ? opts.destCompressLevel : undefined,
+    jobs: typeof opts.jobs === 'number' ? opts.jobs : undefined,
+    preserveDigests: opts.preserveDigests === true,
+    removeSignatures: opts.removeSignatures === true,
+    reporter,
+    ...hooks,
+  };
+  if (options.destCompressLevel !== undefined && Number.isNaN(options.destCompressLevel)) throw new UsageError('--dest-compress-level: want a number');
+  if (!opts.quiet) reporter.message('Getting image source signatures');
+  let r: CopyResult;
+  try {
+    r = await runCopy(
+      { src, dest, options, srcOpen: openOptions(opts, 'src'), destOpen: openOptions(opts, 'dest'), retryTimes: (opts.retryTimes as number) ?? 0 },
+      log,
+    );
+  } finally {
+    reporter.stop();
+  }
+  if (typeof opts.digestfile === 'string') await writeFile(opts.digestfile, r.manifest.digest);
+  if (!opts.quiet) process.stdout.write(`${summaryLine(r)}\n`);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// inspect
+
+interface InspectOutput {
+  Name?: string;
+  Digest: string;
+  RepoTags: string[];
+  Created?: string;
+  DockerVersion: string;
+  Labels: Record<string, string> | null;
+  Architecture: string;
+  Variant?: string;
+  Os: string;
+  Layers: string[];
+  LayersData: { MIMEType: string; Digest: string; Size: number; Annotations: Record<string, string> | null }[];
+  Env: string[] | null;
+}
+
+export async function inspectCmd(imageArg: string, opts: Opts): Promise<number> {
+  const name = await parseImageName(imageArg);
+  const retryTimes = (opts.retryTimes as number) ?? 0;
+  const out = await withRetries(retryTimes, `inspect ${name}`, async () => {
+    const src = await openSource(name, openOptions(opts, ''));
+    try {
+      const io = { signal: rootController.signal };
+      const top = await src.manifest(undefined, io);
+      if (opts.raw && !opts.config) return top.bytes;
+      let m = top;
+      if (isIndexType(top.mediaType)) {
+        const idx = parseManifest(top.bytes, top.mediaType);
+        const want = platformFrom(opts) ?? hostPlatform();
+        const child = idx.kind === 'index' ? selectPlatform(idx.doc.manifests, want) : undefined;
+        if (!child) throw new OciError('MANIFEST_UNKNOWN', `${name}: no image for platform ${formatPlatform(want)} in the manifest list`);
+        m = await src.manifest(child.digest, io);
+      }
+      const p = parseManifest(m.bytes, m.mediaType);
+      if (p.kind !== 'manifest') throw new OciError('MANIFEST_INVALID', `${name}: not an image manifest`);
+      const cs = await src.blob(p.doc.config, io);
+      const configBytes = await readAll(cs.pipe(verifying({ digest: p.doc.config.digest, size: p.doc.config.size, limit: MAX_MANIFEST_SIZE, what: `config ${p.doc.config.digest}` })).on('error', () => {}), MAX_MANIFEST_SIZE).finally(() => cs.destroy());
+      if (opts.config) {
+        if (opts.raw) return configBytes;
+        return Buffer.from(`${goJson(JSON.parse(dockerConfigToOci(configBytes).toString('utf8')), 4)}\n`);
+      }
+      const config = parseConfig(configBytes);
+      let repoTags: string[] = [];
+      if (name.transport === 'docker' && opts.tags !== false && src.tags) repoTags = await src.tags(io);
+      let nameOut: string | undefined;
+      if (name.dockerReference) {
+        try {
+          const r = parseReference(name.dockerReference);
+          nameOut = `${r.registry}/${r.repository}`;
+        } catch {}
+      }
+      const o: InspectOutput = {
+        ...(nameOut ? { Name: nameOut } : {}),
+        Digest: top.digest,
+        RepoTags: repoTags,
+        ...(config.created ? { Created: config.created } : {}),
+        DockerVersion: typeof config.docker_version === 'string' ? config.docker_version : '',
+        Labels: config.config?.Labels && Object.keys(config.config.Labels).length ? config.config.Labels : null,
+        Architecture: config.architecture,
+        ...(config.variant ? { Variant: config.variant } : {}),
+        Os: config.os,
+        Layers: p.doc.layers.map((l) => l.digest),
+        LayersData: p.doc.layers.map((l) => ({ MIMEType: l.mediaType, Digest: l.digest, Size: l.size, Annotations: l.annotations ?? null })),
+        Env: config.config?.Env ?? null,
+      };
+      const fmt = str(opts.format);
+      if (fmt && fmt !== 'json') return Buffer.from(`${goTemplate(fmt, o)}\n`);
+      return Buffer.from(`${goJson(o, 4)}\n`);
+    } finally {
+      await src.close();
+    }
+  }, (s) => process.stderr.write(`${s}\n`));
+  process.stdout.write(out);
+  return 0;
+}
+

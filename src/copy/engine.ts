@@ -1,0 +1,498 @@
+/**
+ * The copy engine (containers/image copy/): one image or a manifest list from an ImageSource to an
+ * ImageDestination, knowing nothing of transports.
+ *
+ * - Plan: read the top manifest (hooks.beforeWrite may refuse), pick the instances (--all: every child; else the
+ *   platform's child of an index), read each image's config (small, verified) and decide per layer whether its
+ *   compression changes (--dest-compress-format, or what the destination wants), and whether the manifest format
+ *   changes (--format, or what the destination accepts). Nothing changes -> the manifest bytes are copied
+ *   verbatim (digests preserved); something changes and --preserve-digests -> refused before any write.
+ * - Blobs: deduplicated, in parallel (fastq, --jobs) when the destination allows. Plain copies try reuse first
+ *   (present: HEAD; mount from the source repository when both are in one registry) and then stream
+ *   source -> progress -> destination (the destination verifies digest and size: the contract). Changed layers
+ *   stream source -> verify(source digest) -> decompress -> verify(diffID) -> compress -> destination, which
+ *   computes the new digest; diffIDs (and so the config) stay.
+ * - Manifests: children (by digest) then the top manifest (under the tag), hooks.afterManifest, then commit().
+ *   A failure before the top manifest leaves no tag.
+ */
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import fastq from 'fastq';
+import {
+  compressStream,
+  decompressStream,
+  digestOf,
+  hostPlatform,
+  formatPlatform,
+  isIndexType,
+  isManifestType,
+  MAX_MANIFEST_SIZE,
+  MediaTypes,
+  OciError,
+  parseConfig,
+  parseManifest,
+  parseReference,
+  readAll,
+  selectPlatform,
+  TsimageError,
+  UsageError,
+  verifying,
+  type Compression,
+  type Descriptor,
+  type Digest,
+  type ImageIndex,
+  type ImageManifest,
+  type Io,
+  type MediaType,
+  type Platform,
+} from '../oci/index.js';
+import type { ImageDestination, ImageSource, ManifestBytes } from './types.js';
+import {
+  dockerConfigToOci,
+  imageManifestBytes,
+  indexBytes,
+  isImageLayerType,
+  layerCompression,
+  layerTypeFor,
+  type ManifestFormat,
+} from './convert.js';
+import { quietReporter, type BlobOutcome, type CopyReporter } from './progress.js';
+
+export interface CopyHookContext {
+  src: ImageSource;
+  dest: ImageDestination;
+  /** Aliases of src/dest (the signing hooks' names). */
+  source: ImageSource;
+  destination: ImageDestination;
+  /** `transport:rest` of the source and destination. */
+  srcName: string;
+  destName: string;
+  /** beforeWrite: the source's top manifest; afterManifest: the top manifest as written. */
+  manifest: ManifestBytes;
+  /** The source's top manifest (digest before any conversion). */
+  sourceManifest: ManifestBytes;
+  /** afterManifest: the top manifest as written. */
+  destManifest?: ManifestBytes | undefined;
+  io: Io;
+  options: CopyOptions;
+}
+
+export interface CopyOptions extends Io {
+  /** Copy every instance of a manifest list (children first, index last). */
+  all?: boolean | undefined;
+  /** The instance to copy from an index when not --all (default: this machine's platform). */
+  platform?: Platform | undefined;
+  /** Convert the manifest (and config media type) to this format. */
+  format?: 'oci' | 'v2s2' | undefined;
+  /** Recompress every layer with this algorithm (new digests, same diffIDs). */
+  destCompress?: 'gzip' | 'zstd' | undefined;
+  destCompressLevel?: number | undefined;
+  /** Parallel blob copies (default 6; 1 when the destination cannot take parallel puts). */
+  jobs?: number | undefined;
+  /** Fail instead of changing the manifest digest. */
+  preserveDigests?: boolean | undefined;
+  /** Do not copy signatures (for the signing hooks). */
+  removeSignatures?: boolean | undefined;
+  reporter?: CopyReporter | undefined;
+  /** Runs after the source manifest is read, before anything is written; may throw to refuse (policy). */
+  beforeWrite?: ((ctx: CopyHookContext) => Promise<void> | void) | undefined;
+  /** Runs after the top manifest is written, before commit (signatures). */
+  afterManifest?: ((ctx: CopyHookContext) => Promise<void> | void) | undefined;
+}
+
+export interface CopyStats {
+  /** Blobs whose bytes moved. */
+  copied: number;
+  /** Blobs already at the destination. */
+  skipped: number;
+  /** Blobs mounted from another repository. */
+  mounted: number;
+  /** Bytes read from the source for copied blobs. */
+  bytes: number;
+  seconds: number;
+}
+
+export interface CopyResult {
+  /** The top manifest as written. */
+  manifest: ManifestBytes;
+  /** The source's top manifest digest (of the index with --all, else of the image copied). */
+  sourceDigest: Digest;
+  /** The manifest written differs from the source's (conversion, recompression). */
+  converted: boolean;
+  /** Why the manifest changed, for messages. */
+  conversions: string[];
+  stats: CopyStats;
+}
+
+const CONFIG_TYPES: readonly string[] = [MediaTypes.ociConfig, MediaTypes.dockerConfig];
+
+interface LayerJob {
+  src: Descriptor;
+  from: Compression;
+  to: Compression;
+  diffID?: Digest | undefined;
+  mediaType: MediaType;
+}
+
+interface ImagePlan {
+  source: ManifestBytes;
+  doc: ImageManifest;
+  /** Target format; undefined = keep the manifest as it is. */
+  format: ManifestFormat;
+  configBytes: Buffer;
+  configSrc: Descriptor;
+  /** The config as written (converted or not). */
+  configOut: { desc: Descriptor; bytes: Buffer };
+  layers: LayerJob[];
+  changed: string[];
+}
+
+function formatOf(mt: MediaType): ManifestFormat {
+  return mt === MediaTypes.dockerManifest || mt === MediaTypes.dockerManifestList ? 'docker' : 'oci';
+}
+
+function wantedFormat(srcType: MediaType, opts: CopyOptions, dest: ImageDestination, index: boolean): ManifestFormat {
+  if (opts.format) return opts.format === 'v2s2' ? 'docker' : 'oci';
+  const accepted = dest.caps.manifestTypes;
+  if (accepted.length === 0 || accepted.includes(srcType)) return formatOf(srcType);
+  const want = index ? [MediaTypes.ociIndex, MediaTypes.dockerManifestList] : [MediaTypes.ociManifest, MediaTypes.dockerManifest];
+  const t = want.find((w) => accepted.includes(w));
+  if (!t) throw new UsageError(`${dest.name} cannot store a ${srcType} (it takes ${accepted.join(', ')})`);
+  return formatOf(t);
+}
+
+/** Counts bytes for progress without copying them. */
+class Tap extends Transform {
+  bytes = 0;
+  constructor(private readonly onBytes: (n: number) => void) {
+    super({ highWaterMark: 1024 * 1024 });
+  }
+  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+    this.bytes += chunk.length;
+    this.onBytes(chunk.length);
+    cb(null, chunk);
+  }
+}
+
+/** The repositories a destination in the same registry could mount blobs from (the source's own). */
+function mountCandidates(src: ImageSource, dest: ImageDestination): string[] | undefined {
+  const s = src.name.dockerReference;
+  const d = dest.name.dockerReference;
+  if (src.name.transport !== 'docker' || dest.name.transport !== 'docker' || !s || !d) return undefined;
+  try {
+    const rs = parseReference(s);
+    const rd = parseReference(d);
+    if (rs.registry !== rd.registry || rs.repository === rd.repository) return undefined;
+    return [rs.repository];
+  } catch {
+    return undefined;
+  }
+}
+
+export class CopyEngine {
+  private readonly reporter: CopyReporter;
+  private readonly io: Io;
+  private readonly stats: CopyStats = { copied: 0, skipped: 0, mounted: 0, bytes: 0, seconds: 0 };
+  private readonly mountFrom: string[] | undefined;
+  /** Blob copies by key (digest + transform), shared between the images of an index. */
+  private readonly blobs = new Map<string, Promise<Descriptor>>();
+  private readonly queue: fastq.queueAsPromised<() => Promise<void>, void>;
+
+  constructor(
+    private readonly src: ImageSource,
+    private readonly dest: ImageDestination,
+    private readonly opts: CopyOptions,
+  ) {
+    this.reporter = opts.reporter ?? quietReporter;
+    this.io = { signal: opts.signal };
+    this.mountFrom = mountCandidates(src, dest);
+    const jobs = dest.caps.parallelPuts ? Math.max(1, opts.jobs ?? 6) : 1;
+    this.queue = fastq.promise((task: () => Promise<void>) => task(), jobs);
+  }
+
+  async run(): Promise<CopyResult> {
+    const t0 = process.hrtime.bigint();
+    const { src, dest, opts } = this;
+    const top = await src.manifest(undefined, this.io);
+    const ctxBase = { src, dest, source: src, destination: dest, srcName: `${src.name}`, destName: `${dest.name}`, io: this.io, options: opts, sourceManifest: top };
+    await opts.beforeWrite?.({ ...ctxBase, manifest: top });
+    this.io.signal?.throwIfAborted();
+
+    let written: ManifestBytes;
+    let conversions: string[];
+    let sourceDigest = top.digest;
+    if (isIndexType(top.mediaType)) {
+      const idx = parseManifest(top.bytes, top.mediaType);
+      if (idx.kind !== 'index') throw new TsimageError('internal: index expected');
+      if (opts.all) {
+        ({ written, conversions } = await this.copyIndex(top, idx.doc));
+      } else {
+        const want = opts.platform ?? hostPlatform();
+        const child = selectPlatform(idx.doc.manifests.filter((m) => isManifestType(m.mediaType)), want);
+        if (!child)
+          throw new OciError(
+            'MANIFEST_UNKNOWN',
+            `${src.name}: no image for platform ${formatPlatform(want)} in the manifest list (it has ${idx.doc.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : m.digest)).join(', ')}); use --all or --override-os/--override-arch`,
+          );
+        const m = await src.manifest(child.digest, this.io);
+        sourceDigest = m.digest;
+        const plan = await this.plan(m, false);
+        await this.copyBlobs([plan]);
+        written = this.manifestFor(plan);
+        conversions = plan.changed;
+        await dest.putManifest(written, this.topRef(written), this.io);
+      }
+    } else if (isManifestType(top.mediaType)) {
+      const plan = await this.plan(top, false);
+      await this.copyBlobs([plan]);
+      written = this.manifestFor(plan);
+      conversions = plan.changed;
+      await dest.putManifest(written, this.topRef(written), this.io);
+    } else {
+      throw new OciError('MANIFEST_INVALID', `${src.name}: unsupported manifest type ${top.mediaType}`);
+    }
+    this.reporter.message('Writing manifest to image destination');
+    await opts.afterManifest?.({ ...ctxBase, manifest: written, destManifest: written });
+    await dest.commit(this.io);
+    this.stats.seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    return { manifest: written, sourceDigest, converted: written.digest !== sourceDigest, conversions, stats: { ...this.stats } };
+  }
+
+  private topRef(m: ManifestBytes): string {
+    return this.dest.tag ?? m.digest;
+  }
+
+  private async copyIndex(top: ManifestBytes, doc: ImageIndex): Promise<{ written: ManifestBytes; conversions: string[] }> {
+    const { src, dest } = this;
+    const format = wantedFormat(top.mediaType, this.opts, dest, true);
+    const plans: ImagePlan[] = [];
+    for (const child of doc.manifests) {
+      if (!isManifestType(child.mediaType)) throw new OciError('MANIFEST_INVALID', `${src.name}: nested index ${child.digest} is not supported`);
+      const m = await src.manifest(child.digest, this.io);
+      if (m.digest !== child.digest) throw new OciError('DIGEST_INVALID', `${src.name}: child manifest digest ${m.digest}, index says ${child.digest}`);
+      plans.push(await this.plan(m, true, format));
+    }
+    await this.copyBlobs(plans);
+    const children = plans.map((p) => this.manifestFor(p));
+    for (const c of children) await dest.putManifest(c, undefined, this.io);
+    const conversions = [...new Set(plans.flatMap((p) => p.changed))];
+    const formatChanged = format !== formatOf(top.mediaType);
+    if (formatChanged) conversions.unshift(`manifest list converted to ${format === 'oci' ? 'an OCI index' : 'a Docker manifest list'}`);
+    if (!formatChanged && children.every((c, i) => c.digest === doc.manifests[i]!.digest)) {
+      await dest.putManifest(top, this.topRef(top), this.io);
+      return { written: top, conversions };
+    }
+    if (this.opts.preserveDigests) throw this.preserveError(conversions);
+    const manifests = doc.manifests.map((d, i) => ({ ...d, mediaType: children[i]!.mediaType, digest: children[i]!.digest, size: children[i]!.bytes.length }));
+    const bytes = indexBytes(format, manifests, doc);
+    const written = { bytes, mediaType: format === 'oci' ? MediaTypes.ociIndex : MediaTypes.dockerManifestList, digest: digestOf(bytes) };
+    await dest.putManifest(written, this.topRef(written), this.io);
+    return { written, conversions };
+  }
+
+  private preserveError(changes: string[]): UsageError {
+    return new UsageError(`--preserve-digests: the manifest digest would change (${changes.join('; ')})`);
+  }
+
+  private async readConfig(d: Descriptor): Promise<Buffer> {
+    const s = await this.src.blob(d, this.io);
+    return readAll(s.pipe(verifying({ digest: d.digest, size: d.size, limit: MAX_MANIFEST_SIZE, what: `config ${d.digest}` })).on('error', () => {}), MAX_MANIFEST_SIZE, `config ${d.digest}`).finally(() => s.destroy());
+  }
+
+  /** Read an image's manifest and config and decide what changes. */
+  private async plan(m: ManifestBytes, child: boolean, forced?: ManifestFormat): Promise<ImagePlan> {
+    const p = parseManifest(m.bytes, m.mediaType);
+    if (p.kind !== 'manifest') throw new TsimageError('internal: image manifest expected');
+    const doc = p.doc;
+    const srcFormat = formatOf(m.mediaType);
+    const format = forced ?? wantedFormat(m.mediaType, this.opts, this.dest, false);
+    const changed: string[] = [];
+    const configBytes = await this.readConfig(doc.config);
+    const isImage = CONFIG_TYPES.includes(doc.config.mediaType);
+    const diffIDs = isImage ? parseConfig(configBytes).rootfs.diff_ids : undefined;
+    let configOut = { desc: doc.config, bytes: configBytes };
+    if (format !== srcFormat) {
+      if (!isImage) throw new UsageError(`${this.src.name}: cannot convert an artifact (config ${doc.config.mediaType}) to ${format === 'oci' ? 'OCI' : 'Docker schema 2'}`);
+      if (doc.subject || doc.artifactType) throw new UsageError(`${this.src.name}: a manifest with a subject/artifactType cannot be converted to Docker schema 2`);
+      changed.push(`${child ? 'instance ' : ''}manifest converted to ${format === 'oci' ? 'OCI' : 'Docker schema 2'}`);
+      if (format === 'oci') {
+        const bytes = dockerConfigToOci(configBytes);
+        configOut = { desc: { mediaType: MediaTypes.ociConfig, digest: digestOf(bytes), size: bytes.length }, bytes };
+      } else {
+        configOut = { desc: { mediaType: MediaTypes.dockerConfig, digest: doc.config.digest, size: doc.config.size }, bytes: configBytes };
+      }
+    }
+    const caps = this.dest.caps.layerCompression ?? 'preserve';
+    const layers: LayerJob[] = doc.layers.map((l, i) => {
+      if (!isImageLayerType(l.mediaType) || !isImage) {
+        if (this.opts.destCompress) throw new UsageError(`${this.src.name}: cannot recompress ${l.mediaType} layer ${l.digest} (not an image layer)`);
+        return { src: l, from: 'none', to: 'none', mediaType: l.mediaType };
+      }
+      const diffID = diffIDs?.[i];
+      const from: Compression = diffID && diffID === l.digest ? 'none' : layerCompression(l.mediaType);
+      let to: Compression = from;
+      if (this.opts.destCompress) to = this.opts.destCompress;
+      else if (caps === 'compress' && from === 'none') to = 'gzip';
+      else if (caps === 'decompress') to = 'none';
+      if (to !== from && !diffID) throw new OciError('MANIFEST_INVALID', `${this.src.name}: layer ${i} has no diffID in the config: cannot recompress`);
+      const mediaType = layerTypeFor(format, l.mediaType, to);
+      return { src: l, from, to, diffID, mediaType };
+    });
+    const recompressed = layers.filter((l) => l.from !== l.to);
+    if (recompressed.length) changed.push(`${recompressed.length} layer(s) ${recompressed[0]!.to === 'none' ? 'decompressed' : `compressed with ${recompressed[0]!.to}`}`);
+    else if (format === srcFormat && layers.some((l) => l.mediaType !== l.src.mediaType)) changed.push('layer media types changed');
+    if (changed.length && this.opts.preserveDigests) throw this.preserveError(changed);
+    return { source: m, doc, format, configBytes, configSrc: doc.config, configOut, layers, changed };
+  }
+
+  private manifestFor(plan: ImagePlan): ManifestBytes {
+    if (plan.changed.length === 0) return plan.source;
+    const layers = plan.layers.map((l) => {
+      const d = this.done.get(this.key(l));
+      if (!d) throw new TsimageError(`internal: layer ${l.src.digest} was not copied`);
+      const desc: Descriptor = { ...l.src, mediaType: l.mediaType, digest: d.digest, size: d.size };
+      return desc;
+    });
+    const bytes = imageManifestBytes(plan.format, plan.configOut.desc, layers, plan.format === 'oci' && formatOf(plan.source.mediaType) === 'oci' ? { annotations: plan.doc.annotations, subject: plan.doc.subject, artifactType: plan.doc.artifactType } : {});
+    return { bytes, mediaType: plan.format === 'oci' ? MediaTypes.ociManifest : MediaTypes.dockerManifest, digest: digestOf(bytes) };
+  }
+
+  private readonly done = new Map<string, Descriptor>();
+
+  private key(l: LayerJob): string {
+    return `${l.src.digest}|${l.from}>${l.to}`;
+  }
+
+  private async copyBlobs(plans: ImagePlan[]): Promise<void> {
+    const tasks: Promise<unknown>[] = [];
+    const add = (key: string, fn: () => Promise<Descriptor>) => {
+      if (this.blobs.has(key)) return;
+      const p = this.queue.push(async () => {
+        const d = await fn();
+        this.done.set(key, d);
+      }).then(() => this.done.get(key)!);
+      this.blobs.set(key, p);
+      tasks.push(p);
+    };
+    const ac = new AbortController();
+    const outer = this.io.signal;
+    const onAbort = () => ac.abort(outer!.reason);
+    outer?.addEventListener('abort', onAbort, { once: true });
+    const io: Io = { signal: ac.signal };
+    try {
+      for (const plan of plans) {
+        const c = plan.configOut;
+        add(`config|${c.desc.digest}`, () => this.copyConfig(c.desc, c.bytes, io));
+        for (const l of plan.layers) {
+          if (l.src.urls?.length && l.from === l.to) {
+            // Foreign layers stay where their URLs say (as skopeo does for registries).
+            this.done.set(this.key(l), l.src);
+            this.blobs.set(this.key(l), Promise.resolve(l.src));
+            continue;
+          }
+          add(this.key(l), () => (l.from === l.to ? this.copyPlain(l.src, io) : this.copyTransformed(l, io)));
+        }
+      }
+      const results = await Promise.allSettled(tasks);
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    } catch (e) {
+      ac.abort(e);
+      await Promise.allSettled(tasks);
+      throw e;
+    } finally {
+      outer?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private count(outcome: BlobOutcome): void {
+    if (outcome === 'copied') this.stats.copied++;
+    else if (outcome === 'skipped') this.stats.skipped++;
+    else this.stats.mounted++;
+  }
+
+  private async tryReuse(d: Descriptor, kind: 'blob' | 'config', io: Io): Promise<Descriptor | undefined> {
+    const r = await this.dest.tryReuse(d, { ...io, mountFrom: this.mountFrom });
+    if (r.kind === 'absent') return undefined;
+    const outcome: BlobOutcome = r.kind === 'present' ? 'skipped' : 'mounted';
+    this.count(outcome);
+    this.reporter.blob(kind, d).done(outcome, r.kind === 'mounted' ? r.from : undefined);
+    return r.descriptor;
+  }
+
+  private async copyConfig(d: Descriptor, bytes: Buffer, io: Io): Promise<Descriptor> {
+    const reused = await this.tryReuse(d, 'config', io);
+    if (reused) return reused;
+    const bar = this.reporter.blob('config', d);
+    try {
+      const out = await this.dest.putBlob(d, Readable.from([bytes]), io);
+      bar.tick(bytes.length);
+      bar.done('copied');
+      this.count('copied');
+      this.stats.bytes += bytes.length;
+      return out;
+    } catch (e) {
+      bar.fail(e);
+      throw e;
+    }
+  }
+
+  private async copyPlain(d: Descriptor, io: Io): Promise<Descriptor> {
+    const reused = await this.tryReuse(d, 'blob', io);
+    if (reused) return reused;
+    const bar = this.reporter.blob('blob', d);
+    try {
+      const body = await this.src.blob(d, io);
+      const tap = new Tap((n) => bar.tick(n));
+      let out: Descriptor | undefined;
+      await pipeline(body, tap, async (source: AsyncIterable<Uint8Array>) => {
+        out = await this.dest.putBlob(d, source, io);
+      }, io.signal ? { signal: io.signal } : {});
+      if (!out) throw new TsimageError(`internal: blob ${d.digest} not stored`);
+      if (out.digest !== d.digest) throw new OciError('DIGEST_INVALID', `${this.dest.name} stored blob ${d.digest} as ${out.digest}`);
+      this.stats.bytes += tap.bytes;
+      this.count('copied');
+      bar.done('copied');
+      return out;
+    } catch (e) {
+      bar.fail(e);
+      throw e;
+    }
+  }
+
+  private async copyTransformed(l: LayerJob, io: Io): Promise<Descriptor> {
+    const d = l.src;
+    const bar = this.reporter.blob('blob', d);
+    try {
+      const body = await this.src.blob(d, io);
+      const tap = new Tap((n) => bar.tick(n));
+      const stages: (Readable | Transform | NodeJS.ReadWriteStream)[] = [body, verifying({ digest: d.digest, size: d.size, what: `layer ${d.digest}` }), tap];
+      if (l.from !== 'none') {
+        stages.push(decompressStream(l.from));
+        if (l.diffID) stages.push(verifying({ digest: l.diffID, what: `uncompressed layer ${d.digest} (diffID)` }));
+      }
+      if (l.to !== 'none') stages.push(compressStream(l.to, { level: this.opts.destCompressLevel }));
+      let out: Descriptor | undefined;
+      const sink = async (source: AsyncIterable<Uint8Array>) => {
+        out = await this.dest.putBlob({ mediaType: l.mediaType }, source, io);
+      };
+      await (pipeline as unknown as (...a: unknown[]) => Promise<void>)(...stages, sink, io.signal ? { signal: io.signal } : {});
+      if (!out) throw new TsimageError(`internal: layer ${d.digest} not stored`);
+      this.stats.bytes += tap.bytes;
+      this.count('copied');
+      bar.done('copied', `(${l.from} -> ${l.to}: ${out.digest})`);
+      return { ...out, mediaType: l.mediaType };
+    } catch (e) {
+      bar.fail(e);
+      throw e;
+    }
+  }
+}
+
+/**
+ * Copy the image `src` names to `dest` (both opened by the caller: destination first, as containers/image).
+ * Does not close them.
+ */
+export async function copyImage(src: ImageSource, dest: ImageDestination, opts: CopyOptions = {}): Promise<CopyResult> {
+  return new CopyEngine(src, dest, opts).run();
+}

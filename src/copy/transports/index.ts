@@ -1,0 +1,64 @@
+/**
+ * The transport table (containers/image transports.go + alltransports.ParseImageName): `transport:rest` names
+ * split at the first ':' (`docker://x` is `docker` + `//x`). The docker transport (registry client, undici)
+ * is loaded only when a docker: name is used, so local copies and `--help` stay lean.
+ */
+import { UsageError } from '../../oci/index.js';
+import type { ImageDestination, ImageName, ImageSource, OpenOptions, Transport } from '../types.js';
+import { dirTransport } from './dir.js';
+import { dockerArchiveTransport } from './docker-archive.js';
+import { ociArchiveTransport } from './oci-archive.js';
+import { ociTransport } from './oci.js';
+import { tsbuildTransport } from './tsbuild.js';
+
+const local: Transport[] = [ociTransport, ociArchiveTransport, dockerArchiveTransport, dirTransport, tsbuildTransport];
+const table = new Map<string, Transport | (() => Promise<Transport>)>();
+for (const t of local) {
+  if (table.has(t.name)) throw new Error(`duplicate transport ${t.name}`);
+  table.set(t.name, t);
+}
+table.set('docker', async () => {
+  // A computed specifier: src/copy/transports/docker.ts belongs to the registry client and is loaded lazily.
+  const spec = './docker.js';
+  const m = (await import(spec)) as { dockerTransport: Transport };
+  return m.dockerTransport;
+});
+/** tsbuild's store under the name of the toolchain (paths.ts calls it `tsimage:`). */
+table.set('tsimage', tsbuildTransport);
+
+export function transportNames(): string[] {
+  return [...table.keys()];
+}
+
+/** The transport of a name (loading it when lazy). */
+export async function getTransport(name: string): Promise<Transport> {
+  const t = table.get(name);
+  if (!t) throw new UsageError(`unknown transport ${JSON.stringify(name)} (known: ${[...table.keys()].join(', ')})`);
+  if (typeof t === 'function') {
+    const loaded = await t();
+    table.set(name, loaded);
+    return loaded;
+  }
+  return t;
+}
+
+/** Parse `transport:rest` (skopeo's image names); throws UsageError naming the problem. */
+export async function parseImageName(s: string): Promise<ImageName> {
+  const i = s.indexOf(':');
+  if (i <= 0) throw new UsageError(`Invalid image name ${JSON.stringify(s)}, expected colon-separated transport:reference`);
+  const tname = s.slice(0, i);
+  if (!table.has(tname)) throw new UsageError(`Invalid image name ${JSON.stringify(s)}, unknown transport ${JSON.stringify(tname)}`);
+  const t = await getTransport(tname);
+  const name = t.parse(s.slice(i + 1));
+  return name;
+}
+
+export async function openSource(name: ImageName, opts?: OpenOptions): Promise<ImageSource> {
+  return (await getTransport(name.transport === 'tsimage' ? 'tsbuild' : name.transport)).source(name, opts);
+}
+
+export async function openDestination(name: ImageName, opts?: OpenOptions): Promise<ImageDestination> {
+  return (await getTransport(name.transport === 'tsimage' ? 'tsbuild' : name.transport)).destination(name, opts);
+}
+
+export { ociTransport, ociArchiveTransport, dockerArchiveTransport, dirTransport, tsbuildTransport };
