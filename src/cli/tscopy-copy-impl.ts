@@ -76,18 +76,25 @@ export async function withRetries<T>(times: number, what: string, fn: () => Prom
   }
 }
 
-/** Signing and policy hooks (src/copy/sign/hooks.ts, the signing engineer's), loaded only when asked for. */
-async function signingHooks(opts: Opts, log: (s: string) => void): Promise<Pick<CopyOptions, 'beforeWrite' | 'afterManifest'>> {
-  if (!opts.policy && !opts.signByKey) return {};
-  const spec = '../copy/sign/copy-hooks.js';
-  let m: { copyHooksFromCli?: (o: Opts, log: (s: string) => void) => Promise<Pick<CopyOptions, 'beforeWrite' | 'afterManifest'>> };
-  try {
-    m = (await import(spec)) as typeof m;
-  } catch {
-    throw new UsageError('--policy / --sign-by-key: signing support is not available in this build');
-  }
-  if (!m.copyHooksFromCli) throw new UsageError('--policy / --sign-by-key: signing support is not available in this build');
-  return m.copyHooksFromCli(opts, log);
+/**
+ * Policy and signatures (the signing engineer's hooks, src/cli/sign-impl.ts): policy.json checked before anything
+ * is written (skopeo's default /etc/containers/policy.json unless --policy/--insecure-policy), signatures and
+ * referrers carried after the manifest (unless --remove-signatures), --sign-by-key.
+ */
+export async function signingHooks(opts: Opts, destOpen: OpenOptions, log: (s: string) => void): Promise<Pick<CopyOptions, 'beforeWrite' | 'afterManifest'>> {
+  const { copySigningHooks } = await import('./sign-impl.js');
+  const h = await copySigningHooks(
+    {
+      policy: str(opts.policy),
+      insecurePolicy: opts.insecurePolicy === true,
+      signByKey: str(opts.signByKey) ?? str(opts.signBySigstorePrivateKey),
+      signPassphraseFile: str(opts.signPassphraseFile),
+      signIdentity: str(opts.signIdentity),
+      removeSignatures: opts.removeSignatures === true,
+    },
+    { openDestinationReader: (d) => openSource(d.name, destOpen), log },
+  );
+  return { beforeWrite: (ctx) => h.beforeWrite(ctx), afterManifest: (ctx) => h.afterManifest(ctx) };
 }
 
 export interface CliCopy {
@@ -129,7 +136,8 @@ export async function copyCmd(srcArg: string, destArg: string, opts: Opts): Prom
   const dest = await parseImageName(destArg);
   const reporter = cliReporter({ quiet: opts.quiet === true });
   const log = (s: string) => (opts.quiet ? process.stderr.write(`${s}\n`) : reporter.message(s));
-  const hooks = await signingHooks(opts, log);
+  const destOpen = openOptions(opts, 'dest');
+  const hooks = await signingHooks(opts, destOpen, log);
   const options: CopyOptions = {
     signal: rootController.signal,
     all: opts.all === true,
@@ -148,7 +156,7 @@ export async function copyCmd(srcArg: string, destArg: string, opts: Opts): Prom
   let r: CopyResult;
   try {
     r = await runCopy(
-      { src, dest, options, srcOpen: openOptions(opts, 'src'), destOpen: openOptions(opts, 'dest'), retryTimes: (opts.retryTimes as number) ?? 0 },
+      { src, dest, options, srcOpen: openOptions(opts, 'src'), destOpen, retryTimes: (opts.retryTimes as number) ?? 0 },
       log,
     );
   } finally {

@@ -61,7 +61,9 @@ export function registerCopyCommands(p: Command): void {
       .option('--policy <file>', 'trust policy (policy.json) to check the source against')
       .option('--insecure-policy', 'accept any image (do not read policy.json)')
       .option('--sign-by-key <file>', 'sign the copied image with this cosign-format private key')
+      .option('--sign-by-sigstore-private-key <file>', 'same as --sign-by-key (skopeo\'s name)')
       .option('--sign-passphrase-file <file>', 'passphrase of the signing key')
+      .option('--sign-identity <ref>', 'identity to sign for (default: the destination reference)')
       .option('--additional-tag <tag>', 'additional tags (docker-archive destinations)', collect)
       .action(async (src: string, dest: string, opts: Record<string, unknown>) => {
         const m = await import('./tscopy-copy-impl.js');

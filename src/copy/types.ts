@@ -94,7 +94,7 @@ export interface DestinationCaps {
  * fly (recompression, conversion): the destination computes them while streaming (registries: chunked upload and
  * the digest on the final PUT) and returns them.
  */
-export interface BlobInfo {
+export interface PutBlobInfo {
   mediaType: MediaType;
   digest?: Digest | undefined;
   size?: number | undefined;
@@ -117,10 +117,10 @@ export interface ImageDestination {
    */
   tryReuse(d: Descriptor, io?: Io & { mountFrom?: readonly string[] | undefined }): Promise<ReuseResult>;
   /**
-   * Store a blob from a stream; verifies digest/size when given (and computes them when not: see BlobInfo);
+   * Store a blob from a stream; verifies digest/size when given (and computes them when not: see PutBlobInfo);
    * returns the stored descriptor; leaves nothing behind on failure.
    */
-  putBlob(d: BlobInfo, body: Readable | AsyncIterable<Uint8Array>, io?: Io): Promise<Descriptor>;
+  putBlob(d: PutBlobInfo, body: Readable | AsyncIterable<Uint8Array>, io?: Io): Promise<Descriptor>;
   /**
    * Store a manifest. `tagOrDigest` undefined = by digest only (children of an index); a tag = also point the tag
    * at it; the manifest's own digest = the top manifest of a destination named without a tag (oci:DIR adds an

@@ -21,7 +21,7 @@ import {
   type Digest,
   type Io,
 } from '../../oci/index.js';
-import type { BlobInfo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, ReuseResult, Transport } from '../types.js';
+import type { PutBlobInfo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, ReuseResult, Transport } from '../types.js';
 import { explicitPath, LocalName, manifestBytes, pathNamespaces, writeBlobFile } from './common.js';
 
 export const DIR_VERSION = 'Directory Transport Version: 1.1\n';
@@ -120,7 +120,7 @@ class DirDestination implements ImageDestination {
     return { kind: 'absent' };
   }
 
-  putBlob(d: BlobInfo, body: Readable | AsyncIterable<Uint8Array>, io: Io = {}): Promise<Descriptor> {
+  putBlob(d: PutBlobInfo, body: Readable | AsyncIterable<Uint8Array>, io: Io = {}): Promise<Descriptor> {
     return writeBlobFile(this.dir, blobName, d, body, io);
   }
 

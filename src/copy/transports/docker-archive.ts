@@ -25,7 +25,7 @@ import {
   type Digest,
   type Io,
 } from '../../oci/index.js';
-import type { BlobInfo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, ReuseResult, Transport } from '../types.js';
+import type { PutBlobInfo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, ReuseResult, Transport } from '../types.js';
 import { explicitPath, LocalName, pathNamespaces } from './common.js';
 
 interface DockerArchiveName extends ImageName {
@@ -88,7 +88,7 @@ class DockerArchiveDestination implements ImageDestination {
     return { kind: 'absent' };
   }
 
-  async putBlob(d: BlobInfo, body: Readable | AsyncIterable<Uint8Array>, io: Io = {}): Promise<Descriptor> {
+  async putBlob(d: PutBlobInfo, body: Readable | AsyncIterable<Uint8Array>, io: Io = {}): Promise<Descriptor> {
     if (!isLayerType(d.mediaType)) {
       const bytes = await readAll(body, MAX_MANIFEST_SIZE, `config ${d.digest ?? ''}`);
       const desc = { mediaType: d.mediaType, digest: this.writer.addConfig(bytes), size: bytes.length };

@@ -132,7 +132,7 @@ export class DockerSource implements ImageSource {
   }
 }
 
-const CAPS: DestinationCaps = { manifestTypes: ALL_MANIFEST_TYPES, parallelPuts: true, preservesDigests: true, acceptsSignatures: true };
+const CAPS: DestinationCaps = { manifestTypes: ALL_MANIFEST_TYPES, parallelPuts: true, preservesDigests: true, acceptsSignatures: true, layerCompression: 'compress' };
 
 export class DockerDestination implements ImageDestination {
   readonly caps = CAPS;

@@ -17,12 +17,7 @@ for (const t of local) {
   if (table.has(t.name)) throw new Error(`duplicate transport ${t.name}`);
   table.set(t.name, t);
 }
-table.set('docker', async () => {
-  // A computed specifier: src/copy/transports/docker.ts belongs to the registry client and is loaded lazily.
-  const spec = './docker.js';
-  const m = (await import(spec)) as { dockerTransport: Transport };
-  return m.dockerTransport;
-});
+table.set('docker', async () => (await import('./docker.js')).dockerTransport);
 /** tsbuild's store under the name of the toolchain (paths.ts calls it `tsimage:`). */
 table.set('tsimage', tsbuildTransport);
 

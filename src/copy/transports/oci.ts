@@ -15,7 +15,7 @@ import {
   type Io,
 } from '../../oci/index.js';
 import type {
-  BlobInfo,
+  PutBlobInfo,
   DestinationCaps,
   ImageDestination,
   ImageName,
@@ -94,7 +94,7 @@ export class LayoutDestination implements ImageDestination {
     return { kind: 'absent' };
   }
 
-  async putBlob(d: BlobInfo, body: Readable | AsyncIterable<Uint8Array>, io: Io = {}): Promise<Descriptor> {
+  async putBlob(d: PutBlobInfo, body: Readable | AsyncIterable<Uint8Array>, io: Io = {}): Promise<Descriptor> {
     const stored = await this.layout.ingest({ digest: d.digest, size: d.size, mediaType: d.mediaType }, body, { signal: io.signal, onProgress: io.onProgress });
     return stored;
   }
