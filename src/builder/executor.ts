@@ -1,0 +1,815 @@
+/**
+ * The stage executor: one stage's instructions on top of its base, each RUN/COPY/ADD in a
+ * snapshot (src/overlay) whose diff becomes a layer in the local store, config instructions
+ * as config changes, a cache key chain per step (a hit reuses the layer without running),
+ * ONBUILD triggers of the base first.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { cp, lchown, chmod, lstat, mkdir, readFile, readdir, readlink, rename, writeFile } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import { Writable } from 'node:stream';
+import {
+  DockerfileError,
+  MediaTypes,
+  TsimageError,
+  UsageError,
+  layerMediaType,
+  writeLayer,
+  type Compression,
+  type Descriptor,
+  type Digest,
+  type HealthConfig,
+  type HistoryEntry,
+} from '../oci/index.js';
+import { resolveInRoot, resolveUser, type Runner } from '../ns/index.js';
+import type { Snapshotter } from '../overlay/index.js';
+import { expandWord, expandWords, LexError, type Env } from './lex.js';
+import { parseDockerfile } from './parser.js';
+import { toInstr, type Instr } from './instructions.js';
+import { expandOrFail, findStage, PROXY_ARGS, type BuildFile, type Stage } from './dockerfile.js';
+import { addHistory, addLayer, cloneState, emptyState, type ImageState } from './image.js';
+import { isEmbeddedBaseName, type ImageStore, type LoadedImage } from './store.js';
+import { parseMount, runArgv, runInRootfs, type MountSpec } from './run-step.js';
+
+export interface StepLog {
+  (line: string): void;
+}
+
+export interface ExecOptions {
+  store: ImageStore;
+  snap: Snapshotter;
+  runner: Runner;
+  contextDir: string;
+  /** the global scope: predefined + meta ARGs */
+  metaScope: Map<string, string>;
+  buildArgs: ReadonlyMap<string, string>;
+  /** build args that were used (for the "unused build-args" warning) */
+  usedArgs: Set<string>;
+  layers: boolean;
+  noCache: boolean;
+  pull: 'always' | 'missing' | 'never' | 'ifnewer';
+  compression: Compression;
+  format: 'oci' | 'docker';
+  /** epoch seconds: created times and layer mtimes clamped (reproducible builds) */
+  timestamp?: number | undefined;
+  network: 'none' | 'host';
+  secrets: ReadonlyMap<string, string>;
+  log: StepLog;
+  /** where RUN output goes */
+  output: NodeJS.WritableStream | 'inherit' | 'ignore';
+  signal: AbortSignal;
+  /** get the result of another stage (waits for it) */
+  stageResult: (index: number) => Promise<StageResult>;
+  /** resolve an image (store, embedded base, pull) */
+  getImage: (name: string) => Promise<LoadedImage>;
+  /** total stages in the build (for the [i/n] prefix) */
+  stageCount: number;
+  cacheDir: string;
+}
+
+export interface StageResult {
+  state: ImageState;
+  /** cache key of the final step */
+  key: string;
+}
+
+const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+
+function nowIso(ts?: number): string {
+  return ts !== undefined ? new Date(ts * 1000).toISOString().replace(/\.000Z$/, 'Z') : new Date().toISOString().replace(/(\.\d{3})\d*Z$/, '$1Z');
+}
+
+/** Minimal cache index (until src/builder/cache.ts lands): key -> layer. */
+interface CacheEntry {
+  layer?: Descriptor;
+  diffID?: Digest;
+  created: string;
+}
+
+async function cacheGet(dir: string, key: string, o: ExecOptions): Promise<CacheEntry | undefined> {
+  try {
+    const e = JSON.parse(await readFile(join(dir, key.slice(0, 2), key), 'utf8')) as CacheEntry;
+    if (e.layer && !(await o.store.layout.has(e.layer.digest))) return undefined;
+    return e;
+  } catch {
+    return undefined;
+  }
+}
+
+async function cachePut(dir: string, key: string, e: CacheEntry): Promise<void> {
+  const d = join(dir, key.slice(0, 2));
+  await mkdir(d, { recursive: true });
+  const tmp = join(d, `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  await writeFile(tmp, JSON.stringify(e));
+  await rename(tmp, join(d, key));
+}
+
+/** The content of COPY sources, for the cache key (minimal: paths, modes, sizes, sha256 of contents). */
+async function hashTree(root: string, rels: string[], signal: AbortSignal): Promise<string> {
+  const h = createHash('sha256');
+  const walk = async (abs: string, rel: string): Promise<void> => {
+    signal.throwIfAborted();
+    let st;
+    try {
+      st = await lstat(abs);
+    } catch {
+      h.update(`missing ${rel}\n`);
+      return;
+    }
+    h.update(`${rel} ${st.mode} ${st.uid}:${st.gid} ${st.size}\n`);
+    if (st.isDirectory()) {
+      for (const n of (await readdir(abs)).sort()) await walk(join(abs, n), `${rel}/${n}`);
+    } else if (st.isFile()) h.update(await readFile(abs));
+    else if (st.isSymbolicLink()) h.update(await readlink(abs));
+  };
+  for (const r of rels) await walk(join(root, posix.resolve('/', r)), r);
+  return h.digest('hex');
+}
+
+function envMap(env: string[] | undefined): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const e of env ?? []) {
+    const i = e.indexOf('=');
+    m.set(i < 0 ? e : e.slice(0, i), i < 0 ? '' : e.slice(i + 1));
+  }
+  return m;
+}
+
+function setEnv(env: string[] | undefined, k: string, v: string): string[] {
+  const out = (env ?? []).filter((e) => !(e === k || e.startsWith(`${k}=`)));
+  out.push(`${k}=${v}`);
+  // keep the original position when replacing (as buildah/docker do)
+  const idx = (env ?? []).findIndex((e) => e === k || e.startsWith(`${k}=`));
+  if (idx >= 0) {
+    const copy = [...(env ?? [])];
+    copy[idx] = `${k}=${v}`;
+    return copy;
+  }
+  return out;
+}
+
+function fmtDuration(ms: number): string {
+  return ms < 1000 ? `${ms.toFixed(0)}ms` : `${(ms / 1000).toFixed(2)}s`;
+}
+
+export class StageExecutor {
+  private state!: ImageState;
+  private key = '';
+  /** ARGs declared in this stage: name -> value (undefined = declared, no value) */
+  private args = new Map<string, string | undefined>();
+  private pendingWorkdir: string | undefined;
+  private shell: string[] = ['/bin/sh', '-c'];
+  private step = 0;
+  private total = 0;
+  private prefix = '';
+
+  constructor(
+    private readonly bf: BuildFile,
+    private readonly stage: Stage,
+    private readonly o: ExecOptions,
+  ) {}
+
+  private log(line: string): void {
+    this.o.log(`${this.prefix}${line}`);
+  }
+
+  /** Expansion scope: ARGs in this stage (with values), ENV over them. */
+  private scope(): Map<string, string> {
+    const m = new Map<string, string>();
+    for (const [k, v] of this.args) if (v !== undefined) m.set(k, v);
+    for (const [k, v] of envMap(this.state.config.config?.Env)) m.set(k, v);
+    return m;
+  }
+
+  private expand(word: string, ins: Instr): string {
+    return expandOrFail(word, this.scope(), ins, this.bf.escape);
+  }
+
+  private fail(ins: Instr, msg: string): never {
+    throw new DockerfileError(msg, { file: ins.loc.file, line: ins.loc.line });
+  }
+
+  async run(): Promise<StageResult> {
+    const st = this.stage;
+    const o = this.o;
+    this.total = st.instrs.length + 1;
+    if (o.stageCount > 1) this.prefix = `[${st.index + 1}/${o.stageCount}] `;
+    const fromName = expandOrFail(st.from.image, o.metaScope, st.from, this.bf.escape);
+    this.step = 1;
+    this.log(`STEP 1/${this.total}: FROM ${fromName}${st.name ? ` AS ${st.name}` : ''}`);
+    const base = findStage(this.bf, fromName, st.index);
+    if (fromName === 'scratch') {
+      this.state = emptyState();
+      this.key = sha('scratch');
+    } else if (base && base.name === fromName.toLowerCase()) {
+      const r = await o.stageResult(base.index);
+      this.state = cloneState(r.state);
+      this.key = r.key;
+    } else {
+      let img: LoadedImage;
+      try {
+        img = await o.getImage(fromName);
+      } catch (e) {
+        if (e instanceof TsimageError && !(e instanceof DockerfileError))
+          throw new DockerfileError(`FROM ${fromName}: ${e.message}`, { file: st.from.loc.file, line: st.from.loc.line });
+        throw e;
+      }
+      this.state = { config: structuredClone(img.config), layers: structuredClone(img.manifest.layers) };
+      this.state.config.history ??= [];
+      this.state.config.config ??= {};
+      this.key = sha(`image ${img.desc.digest}`);
+    }
+    const cfg = (this.state.config.config ??= {});
+    delete this.state.config.created;
+    if (cfg.Shell?.length) this.shell = [...cfg.Shell];
+    // ONBUILD triggers of the base run first, then are cleared
+    const triggers = cfg.OnBuild ?? [];
+    delete cfg.OnBuild;
+    const instrs: Instr[] = [];
+    if (triggers.length) {
+      for (const t of triggers) {
+        let parsed;
+        try {
+          parsed = parseDockerfile(t + '\n', `${fromName} ONBUILD`);
+        } catch (e) {
+          throw new DockerfileError(`ONBUILD trigger of ${fromName} (${t}): ${(e as Error).message}`, { file: st.from.loc.file, line: st.from.loc.line });
+        }
+        for (const n of parsed.nodes) {
+          const ins = toInstr(n, st.from.loc.file, this.bf.escape, true);
+          ins.loc = { ...st.from.loc };
+          instrs.push(ins);
+        }
+      }
+      this.total += instrs.length;
+    }
+    instrs.push(...st.instrs);
+    for (const ins of instrs) {
+      o.signal.throwIfAborted();
+      this.step++;
+      await this.dispatch(ins);
+    }
+    if (this.pendingWorkdir) await this.layerStep(`WORKDIR ${this.pendingWorkdir}`, `workdir ${this.pendingWorkdir}`, `/bin/sh -c #(nop) WORKDIR ${this.pendingWorkdir}`, async () => {}, undefined, true);
+    return { state: this.state, key: this.key };
+  }
+
+  private history(ins: Instr, emptyLayer: boolean, createdBy?: string): HistoryEntry {
+    const h: HistoryEntry = { created: nowIso(this.o.timestamp), created_by: createdBy ?? `/bin/sh -c #(nop) ${ins.text}` };
+    if (emptyLayer) h.empty_layer = true;
+    return h;
+  }
+
+  private configStep(ins: Instr, keyText: string): void {
+    this.key = sha(`${this.key}\n${keyText}`);
+    addHistory(this.state, this.history(ins, true));
+  }
+
+  private async dispatch(ins: Instr): Promise<void> {
+    const o = this.o;
+    const cfg = (this.state.config.config ??= {});
+    const head = `STEP ${this.step}/${this.total}: ${ins.text}`;
+    if (ins.kind !== 'RUN' && ins.kind !== 'COPY' && ins.kind !== 'ADD') this.log(head);
+    switch (ins.kind) {
+      case 'ARG': {
+        for (const a of ins.args) {
+          let v: string | undefined;
+          if (o.buildArgs.has(a.name)) {
+            v = o.buildArgs.get(a.name);
+            o.usedArgs.add(a.name);
+          } else if (a.value !== undefined) v = this.expand(a.value, ins);
+          else if (o.metaScope.has(a.name)) v = o.metaScope.get(a.name);
+          this.args.set(a.name, v);
+        }
+        this.key = sha(`${this.key}\nARG ${JSON.stringify([...this.args])}`);
+        return;
+      }
+      case 'ENV': {
+        const done: string[] = [];
+        for (const [k, v] of ins.pairs) {
+          const kk = this.expand(k, ins);
+          const vv = this.expand(v, ins);
+          cfg.Env = setEnv(cfg.Env, kk, vv);
+          done.push(`${kk}=${vv}`);
+        }
+        this.configStep(ins, `ENV ${JSON.stringify(done)}`);
+        return;
+      }
+      case 'LABEL': {
+        cfg.Labels ??= {};
+        const done: string[] = [];
+        for (const [k, v] of ins.pairs) {
+          const kk = this.expand(k, ins);
+          const vv = this.expand(v, ins);
+          cfg.Labels[kk] = vv;
+          done.push(`${kk}=${vv}`);
+        }
+        this.configStep(ins, `LABEL ${JSON.stringify(done)}`);
+        return;
+      }
+      case 'MAINTAINER': {
+        this.state.config.author = ins.value;
+        this.configStep(ins, `MAINTAINER ${ins.value}`);
+        return;
+      }
+      case 'EXPOSE': {
+        cfg.ExposedPorts ??= {};
+        const ports: string[] = [];
+        for (const p of ins.ports) {
+          for (const w of this.expandWordsOf(p, ins)) {
+            const m = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(w);
+            if (!m) this.fail(ins, `invalid port ${JSON.stringify(w)} in EXPOSE (want PORT[/tcp|udp|sctp])`);
+            const proto = (m![3] ?? 'tcp').toLowerCase();
+            const lo = Number(m![1]);
+            const hi = m![2] ? Number(m![2]) : lo;
+            for (let n = lo; n <= hi; n++) {
+              cfg.ExposedPorts[`${n}/${proto}`] = {};
+              ports.push(`${n}/${proto}`);
+            }
+          }
+        }
+        this.configStep(ins, `EXPOSE ${ports.join(' ')}`);
+        return;
+      }
+      case 'VOLUME': {
+        cfg.Volumes ??= {};
+        const vols: string[] = [];
+        for (const p of ins.paths) {
+          const v = this.expand(p, ins);
+          if (!v.trim()) this.fail(ins, 'VOLUME specified can not be an empty string');
+          cfg.Volumes[v] = {};
+          vols.push(v);
+        }
+        this.configStep(ins, `VOLUME ${JSON.stringify(vols)}`);
+        return;
+      }
+      case 'USER': {
+        cfg.User = this.expand(ins.value, ins);
+        this.configStep(ins, `USER ${cfg.User}`);
+        return;
+      }
+      case 'WORKDIR': {
+        const v = this.expand(ins.value, ins);
+        const wd = posix.resolve(cfg.WorkingDir || '/', v);
+        cfg.WorkingDir = wd;
+        this.pendingWorkdir = wd;
+        this.configStep(ins, `WORKDIR ${wd}`);
+        return;
+      }
+      case 'STOPSIGNAL': {
+        const v = this.expand(ins.value, ins);
+        if (!/^(SIG)?[A-Z0-9+-]+$/i.test(v)) this.fail(ins, `invalid STOPSIGNAL ${JSON.stringify(v)}`);
+        cfg.StopSignal = v;
+        this.configStep(ins, `STOPSIGNAL ${v}`);
+        return;
+      }
+      case 'CMD':
+      case 'ENTRYPOINT': {
+        const argv = ins.shell ? [...this.shell, ins.cmd[0]!] : [...ins.cmd];
+        if (ins.kind === 'CMD') cfg.Cmd = argv;
+        else {
+          cfg.Entrypoint = argv;
+          // ENTRYPOINT resets an inherited CMD (Docker's rule), unless CMD was set in this stage
+          if (!this.cmdSetHere) cfg.Cmd = null;
+        }
+        if (ins.kind === 'CMD') this.cmdSetHere = true;
+        this.configStep(ins, `${ins.kind} ${JSON.stringify(argv)}`);
+        return;
+      }
+      case 'SHELL': {
+        this.shell = [...ins.cmd];
+        cfg.Shell = [...ins.cmd];
+        this.configStep(ins, `SHELL ${JSON.stringify(ins.cmd)}`);
+        return;
+      }
+      case 'HEALTHCHECK': {
+        const hc: HealthConfig = { Test: ins.test };
+        if (ins.interval !== undefined) hc.Interval = ins.interval;
+        if (ins.timeout !== undefined) hc.Timeout = ins.timeout;
+        if (ins.startPeriod !== undefined) hc.StartPeriod = ins.startPeriod;
+        if (ins.startInterval !== undefined) hc.StartInterval = ins.startInterval;
+        if (ins.retries !== undefined) hc.Retries = ins.retries;
+        cfg.Healthcheck = hc;
+        this.configStep(ins, `HEALTHCHECK ${JSON.stringify(hc)}`);
+        return;
+      }
+      case 'ONBUILD': {
+        (cfg.OnBuild ??= []).push(ins.trigger);
+        this.configStep(ins, `ONBUILD ${ins.trigger}`);
+        return;
+      }
+      case 'RUN':
+        return this.runStep(ins, head);
+      case 'COPY':
+      case 'ADD':
+        return this.copyStep(ins, head);
+      case 'FROM':
+        return this.fail(ins, 'FROM inside a stage');
+    }
+  }
+
+  private cmdSetHere = false;
+
+  private expandWordsOf(word: string, ins: Instr): string[] {
+    try {
+      return expandWords(word, this.scope(), { escape: this.bf.escape }).values;
+    } catch (e) {
+      if (e instanceof LexError) this.fail(ins, e.message);
+      throw e;
+    }
+  }
+
+  /** The environment a RUN sees: image Env, then this stage's ARGs not shadowed by ENV, proxy args. */
+  private runEnv(): { env: string[]; argPairs: string[] } {
+    const env = [...(this.state.config.config?.Env ?? [])];
+    const have = envMap(env);
+    const argPairs: string[] = [];
+    for (const [k, v] of this.args) {
+      if (v === undefined || have.has(k)) continue;
+      env.push(`${k}=${v}`);
+      if (!PROXY_ARGS.includes(k)) argPairs.push(`${k}=${v}`);
+    }
+    for (const k of PROXY_ARGS) if (this.o.buildArgs.has(k) && !this.args.has(k) && !have.has(k)) env.push(`${k}=${this.o.buildArgs.get(k)}`);
+    return { env, argPairs };
+  }
+
+  private async runStep(ins: Extract<Instr, { kind: 'RUN' }>, head: string): Promise<void> {
+    const o = this.o;
+    const cfg = this.state.config.config ?? {};
+    const { argv, script } = runArgv(ins, this.shell);
+    const { env, argPairs } = this.runEnv();
+    const mounts: MountSpec[] = ins.mounts.map((m) => parseMount(this.expand(m, ins), { file: ins.loc.file, line: ins.loc.line }));
+    const network = ins.network === 'none' ? 'none' : ins.network === 'host' ? 'host' : o.network;
+    // bind/cache mounts from stages or the context are inputs of the step
+    let mountKey = '';
+    for (const m of mounts) {
+      if (m.type === 'bind') {
+        if (m.from) mountKey += ` bind:${await this.fromKey(m.from, ins)}:${m.source ?? '/'}`;
+        else mountKey += ` bind:ctx:${await hashTree(o.contextDir, [m.source ?? '/'], o.signal)}`;
+      }
+      mountKey += ` ${JSON.stringify(m)}`;
+    }
+    const createdBy = `${argPairs.length ? `|${argPairs.length} ${argPairs.join(' ')} ` : ''}${ins.shell ? argv.join(' ') : ins.cmd.join(' ')}`;
+    const keyText = `RUN ${JSON.stringify({ argv, script, env, user: cfg.User ?? '', cwd: cfg.WorkingDir ?? '/', network, mountKey, wd: this.pendingWorkdir })}`;
+    this.log(head);
+    await this.layerStep(ins.text, keyText, createdBy, async (rootfs) => {
+      await runInRootfs(argv, script, {
+        runner: o.runner,
+        rootfs,
+        env,
+        cwd: cfg.WorkingDir || '/',
+        user: cfg.User ?? '',
+        network,
+        mounts,
+        sourceDir: (from) => this.sourceDir(from, ins),
+        cacheRoot: join(o.store.root, 'build-cache-mounts'),
+        secrets: o.secrets,
+        stdout: o.output,
+        stderr: o.output,
+        signal: o.signal,
+        loc: { file: ins.loc.file, line: ins.loc.line },
+      });
+    }, ins);
+  }
+
+  /** Cache identity of a `--from` source (a stage's key or an image digest). */
+  private async fromKey(from: string, ins: Instr): Promise<string> {
+    const name = this.expand(from, ins);
+    const st = findStage(this.bf, name, this.stage.index);
+    if (st) return (await this.o.stageResult(st.index)).key;
+    const img = await this.o.getImage(name);
+    return img.desc.digest;
+  }
+
+  private readonly tempSnaps: string[] = [];
+
+  /** A directory holding the files of a stage or image (a snapshot, removed at the end of the step). */
+  private async sourceDir(from: string | undefined, ins: Instr): Promise<string> {
+    const o = this.o;
+    if (from === undefined) return o.contextDir;
+    const name = this.expand(from, ins);
+    const st = findStage(this.bf, name, this.stage.index);
+    let layers: Descriptor[];
+    let diffIDs: Digest[];
+    if (st) {
+      const r = await o.stageResult(st.index);
+      layers = r.state.layers;
+      diffIDs = r.state.config.rootfs.diff_ids;
+    } else {
+      const img = await o.getImage(name);
+      layers = img.manifest.layers;
+      diffIDs = img.config.rootfs.diff_ids;
+    }
+    await o.store.ensureLayers(o.snap, layers, diffIDs, o.signal);
+    const key = `src-${process.pid}-${randomBytes(6).toString('hex')}`;
+    this.tempSnaps.push(key);
+    const { rootfs } = await o.snap.prepare(key, uniqueParents(diffIDs));
+    return rootfs;
+  }
+
+  private async copyStep(ins: Extract<Instr, { kind: 'COPY' | 'ADD' }>, head: string): Promise<void> {
+    const o = this.o;
+    const cfg = this.state.config.config ?? {};
+    const srcs = ins.srcs.map((s) => this.expand(s, ins));
+    const dest = this.expand(ins.dest, ins);
+    const chown = ins.chown !== undefined ? this.expand(ins.chown, ins) : undefined;
+    const chmod = ins.chmod !== undefined ? this.expand(ins.chmod, ins) : undefined;
+    const from = ins.from !== undefined ? this.expand(ins.from, ins) : undefined;
+    let inputs: string;
+    const heredocSrcs = ins.heredocs.map((h) => h.name);
+    const fileSrcs = srcs.filter((s) => !/^<<-?/.test(s));
+    if (from !== undefined) inputs = `from:${await this.fromKey(from, ins)}`;
+    else inputs = `ctx:${await hashTree(o.contextDir, fileSrcs, o.signal)}`;
+    const keyText = `${ins.kind} ${JSON.stringify({ srcs, dest, chown, chmod, inputs, wd: cfg.WorkingDir, heredocs: ins.heredocs, pending: this.pendingWorkdir, link: ins.link, parents: ins.parents, exclude: ins.exclude })}`;
+    const createdBy = `/bin/sh -c #(nop) ${ins.kind} ${srcs.map((s) => (heredocSrcs.length ? s : s)).join(' ')} in ${dest} `;
+    this.log(head);
+    await this.layerStep(ins.text, keyText, createdBy, async (rootfs) => {
+      const srcRoot = from !== undefined ? await this.sourceDir(from, ins) : o.contextDir;
+      await copyFiles({
+        kind: ins.kind,
+        srcs,
+        dest,
+        workdir: cfg.WorkingDir || '/',
+        srcRoot,
+        fromContext: from === undefined,
+        rootfs,
+        chown,
+        chmod,
+        heredocs: ins.heredocs,
+        expandHeredoc: (s) => this.expand(s, ins),
+        loc: { file: ins.loc.file, line: ins.loc.line },
+        signal: o.signal,
+      });
+    }, ins);
+  }
+
+  /**
+   * A step that changes the filesystem: on a cache hit reuse the layer; else prepare a snapshot
+   * on the current layers, apply `fn`, diff it into a layer in the store (an empty diff adds no
+   * layer), keep it in the layer cache, and record the cache entry.
+   */
+  private async layerStep(text: string, keyText: string, createdBy: string | undefined, fn: (rootfs: string) => Promise<void>, ins?: Instr, quietIfEmpty = false): Promise<void> {
+    const o = this.o;
+    const t0 = performance.now();
+    const key = sha(`${this.key}\n${keyText}`);
+    const created = nowIso(o.timestamp);
+    const hist = (empty: boolean, when: string): HistoryEntry => {
+      const h: HistoryEntry = { created: when, created_by: createdBy ?? `/bin/sh -c #(nop) ${text}` };
+      if (empty) h.empty_layer = true;
+      return h;
+    };
+    if (!o.noCache && o.layers) {
+      const hit = await cacheGet(o.cacheDir, key, o);
+      if (hit) {
+        if (hit.layer && hit.diffID) addLayer(this.state, hit.layer, hit.diffID);
+        if (hit.layer || !quietIfEmpty) addHistory(this.state, hist(!hit.layer, o.timestamp !== undefined ? created : hit.created));
+        this.key = key;
+        this.pendingWorkdir = undefined;
+        if (hit.layer || !quietIfEmpty) this.log(`--> Using cache ${key.slice(0, 12)}`);
+        return;
+      }
+    }
+    const st = this.state;
+    await o.store.ensureLayers(o.snap, st.layers, st.config.rootfs.diff_ids, o.signal);
+    const snapKey = `step-${process.pid}-${randomBytes(6).toString('hex')}`;
+    let committed = false;
+    try {
+      const { rootfs } = await o.snap.prepare(snapKey, uniqueParents(st.config.rootfs.diff_ids), { signal: o.signal });
+      if (this.pendingWorkdir) {
+        const p = await resolveInRoot(rootfs, this.pendingWorkdir);
+        await mkdir(p, { recursive: true, mode: 0o755 });
+        this.pendingWorkdir = undefined;
+      }
+      await fn(rootfs);
+      await this.releaseTempSnaps();
+      await pruneUnchangedDirs(o.snap, snapKey, st.config.rootfs.diff_ids);
+      let blob: Descriptor | undefined;
+      const mediaType = layerMediaType('oci', o.compression);
+      const res = await writeLayer(
+        o.snap.diff(snapKey, { mtimeClamp: o.timestamp, signal: o.signal }),
+        o.compression,
+        async (body) => {
+          blob = await o.store.layout.ingest({ mediaType }, body, { signal: o.signal });
+        },
+        { signal: o.signal },
+      );
+      const empty = res.uncompressedSize <= 1024;
+      let layer: Descriptor | undefined;
+      if (!empty) {
+        layer = { mediaType, digest: blob!.digest, size: blob!.size };
+        addLayer(st, layer, res.diffID);
+        await o.snap.commit(snapKey, res.diffID);
+        committed = true;
+      }
+      if (!empty || !quietIfEmpty) addHistory(st, hist(empty, created));
+      if (o.layers) await cachePut(o.cacheDir, key, { ...(layer ? { layer, diffID: res.diffID } : {}), created });
+      this.key = key;
+      if (!empty || !quietIfEmpty) this.log(`--> ${empty ? 'no changes' : res.diffID.slice(7, 19)} (${fmtDuration(performance.now() - t0)})`);
+    } catch (e) {
+      if (e instanceof DockerfileError || !ins) throw e;
+      if (e instanceof TsimageError && /^\S+:\d+: /.test(e.message)) throw e;
+      if (e instanceof UsageError || e instanceof TsimageError)
+        throw new DockerfileError(`${ins.kind}: ${(e as Error).message}`, { file: ins.loc.file, line: ins.loc.line });
+      throw e;
+    } finally {
+      await this.releaseTempSnaps();
+      if (!committed) await o.snap.remove(snapKey).catch(() => {});
+    }
+  }
+
+  private async releaseTempSnaps(): Promise<void> {
+    while (this.tempSnaps.length) await this.o.snap.remove(this.tempSnaps.pop()!).catch(() => {});
+  }
+}
+
+/**
+ * Overlay can't stack the same lower twice; keeping only the topmost occurrence of a layer gives
+ * the same merged tree (everything the lower copy contributes is re-applied by the upper one).
+ */
+export function uniqueParents(diffIDs: readonly Digest[]): Digest[] {
+  const seen = new Set<string>();
+  const out: Digest[] = [];
+  for (let i = diffIDs.length - 1; i >= 0; i--) {
+    if (seen.has(diffIDs[i]!)) continue;
+    seen.add(diffIDs[i]!);
+    out.unshift(diffIDs[i]!);
+  }
+  return out;
+}
+
+/**
+ * Directories overlayfs copied up only because a run created and removed a mount stub in them
+ * (/etc for /etc/hosts): empty in the upper dir, not opaque, same mode/owner/mtime as in the
+ * layer below. They are not changes, so they leave the upper dir (and the layer).
+ */
+export async function pruneUnchangedDirs(snap: Snapshotter, key: string, parents: readonly Digest[]): Promise<void> {
+  if (snap.driver !== 'overlay') return;
+  const upper = join(snap.root, 'containers', key, 'upper');
+  const { getXattr } = await import('../oci/index.js');
+  const { rmdir } = await import('node:fs/promises');
+  const lowerStat = async (rel: string) => {
+    for (let i = parents.length - 1; i >= 0; i--) {
+      const p = join(snap.root, 'layers', parents[i]!.slice(7), 'diff', rel);
+      try {
+        return await lstat(p);
+      } catch {}
+    }
+    return undefined;
+  };
+  const visit = async (rel: string): Promise<boolean> => {
+    const abs = join(upper, rel);
+    let names: string[];
+    try {
+      names = await readdir(abs);
+    } catch {
+      return false;
+    }
+    let empty = true;
+    for (const n of names) {
+      const child = rel ? `${rel}/${n}` : n;
+      const st = await lstat(join(upper, child));
+      if (st.isDirectory() && (await visit(child))) continue;
+      empty = false;
+    }
+    if (!rel || !empty) return false;
+    const st = await lstat(abs);
+    if (getXattr(abs, 'trusted.overlay.opaque')?.toString() === 'y') return false;
+    const low = await lowerStat(rel);
+    if (!low || !low.isDirectory()) return false;
+    if (low.mode !== st.mode || low.uid !== st.uid || low.gid !== st.gid || Math.floor(low.mtimeMs / 1000) !== Math.floor(st.mtimeMs / 1000)) return false;
+    await rmdir(abs);
+    return true;
+  };
+  await visit('');
+}
+
+// ---- COPY/ADD (minimal, until src/builder/copyfiles.ts lands) ----------------------
+
+export interface CopyFilesOptions {
+  kind: 'COPY' | 'ADD';
+  srcs: string[];
+  dest: string;
+  workdir: string;
+  srcRoot: string;
+  fromContext: boolean;
+  rootfs: string;
+  chown?: string | undefined;
+  chmod?: string | undefined;
+  heredocs: { name: string; content: string; expand: boolean; chomp: boolean }[];
+  expandHeredoc: (s: string) => string;
+  loc: { file: string; line: number };
+  signal: AbortSignal;
+}
+
+function globToRe(g: string): RegExp {
+  let re = '';
+  for (let i = 0; i < g.length; i++) {
+    const c = g[i]!;
+    if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else if (c === '[') {
+      const j = g.indexOf(']', i);
+      if (j < 0) re += '\\[';
+      else {
+        re += '[' + g.slice(i + 1, j).replace(/^!/, '^') + ']';
+        i = j;
+      }
+    } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+async function expandGlob(root: string, pattern: string): Promise<string[]> {
+  const parts = posix.resolve('/', pattern).split('/').filter(Boolean);
+  let cur = [''];
+  for (const p of parts) {
+    const next: string[] = [];
+    if (!/[*?[]/.test(p)) {
+      for (const c of cur) next.push(`${c}/${p}`);
+    } else {
+      const re = globToRe(p);
+      for (const c of cur) {
+        let names: string[] = [];
+        try {
+          names = await readdir(join(root, c));
+        } catch {}
+        for (const n of names.sort()) if (re.test(n)) next.push(`${c}/${n}`);
+      }
+    }
+    cur = next;
+  }
+  return cur.length ? cur : [];
+}
+
+export async function copyFiles(o: CopyFilesOptions): Promise<void> {
+  const destAbs = posix.resolve(o.workdir, o.dest);
+  const destIsDir = o.dest.endsWith('/') || o.dest === '.' || o.srcs.length > 1;
+  let uid = 0;
+  let gid = 0;
+  if (o.chown) {
+    const u = await resolveUser(o.rootfs, o.chown);
+    uid = u.uid;
+    gid = o.chown.includes(':') ? u.gid : u.gid;
+  }
+  const mode = o.chmod !== undefined ? parseInt(o.chmod, 8) : undefined;
+  if (o.chmod !== undefined && !/^[0-7]{3,4}$/.test(o.chmod)) throw new DockerfileError(`invalid --chmod=${o.chmod} (want octal)`, o.loc);
+  const fixOwner = async (p: string): Promise<void> => {
+    const st = await lstat(p);
+    await lchown(p, uid, gid);
+    if (mode !== undefined && !st.isSymbolicLink()) await chmod(p, mode);
+    if (st.isDirectory()) for (const n of await readdir(p)) await fixOwner(join(p, n));
+  };
+  const target = async (name: string, isDirSrc: boolean): Promise<string> => {
+    let existingDir = false;
+    try {
+      existingDir = (await lstat(await resolveInRoot(o.rootfs, destAbs))).isDirectory();
+    } catch {}
+    const rel = isDirSrc ? destAbs : destIsDir || existingDir ? posix.join(destAbs, name) : destAbs;
+    return resolveInRoot(o.rootfs, rel);
+  };
+  for (const h of o.heredocs) {
+    if (!o.srcs.some((s) => s.replace(/^<<-?["']?/, '').replace(/["']$/, '') === h.name)) continue;
+    let content = h.chomp ? h.content.replace(/^\t+/gm, '') : h.content;
+    if (h.expand) content = o.expandHeredoc(content);
+    const t = await target(h.name, false);
+    await mkdir(posix.dirname(t), { recursive: true });
+    await writeFile(t, content, { mode: 0o644 });
+    await fixOwner(t);
+  }
+  for (const s of o.srcs) {
+    if (/^<<-?/.test(s)) continue;
+    if (/^https?:\/\//.test(s)) throw new DockerfileError(`${o.kind} of a URL is not supported yet`, o.loc);
+    const matches = /[*?[]/.test(s) ? await expandGlob(o.srcRoot, s) : [posix.resolve('/', s)];
+    if (!matches.length) throw new DockerfileError(`${o.kind} ${s}: no source files were specified (no match in the build context)`, o.loc);
+    for (const m of matches) {
+      const abs = o.fromContext ? join(o.srcRoot, m) : await resolveInRoot(o.srcRoot, m);
+      let st;
+      try {
+        st = await lstat(abs);
+      } catch {
+        throw new DockerfileError(`${o.kind} ${s}: ${m.slice(1) || '.'} not found${o.fromContext ? ' in the build context' : ''}`, o.loc);
+      }
+      const t = await target(posix.basename(m), st.isDirectory());
+      await mkdir(st.isDirectory() ? t : posix.dirname(t), { recursive: true });
+      if (st.isDirectory()) {
+        for (const n of await readdir(abs)) {
+          await cp(join(abs, n), join(t, n), { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, force: true });
+          await fixOwner(join(t, n));
+        }
+      } else {
+        await cp(abs, t, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, force: true });
+        await fixOwner(t);
+      }
+    }
+  }
+}
+
+/** Collect writes into a string (tests). */
+export class StringSink extends Writable {
+  text = '';
+  override _write(chunk: Buffer, _e: BufferEncoding, cb: () => void): void {
+    this.text += chunk.toString();
+    cb();
+  }
+}
+
+export { expandWord };
+export type { Env };
