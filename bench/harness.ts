@@ -10,6 +10,7 @@
  * A side may be a command (argv, run with spawnSync) or an async function.
  */
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 
 export type Side = {
   label: string;
@@ -98,4 +99,15 @@ export function report(r: PairResult): void {
 export function summary(results: PairResult[]): void {
   console.log('\nsummary (median ratio, ours/peer; < 1 is faster):');
   for (const r of results) console.log(`  ${r.name.padEnd(50)} ${r.ratio.toFixed(3)}x  (${fmt(r.ours.median)} vs ${fmt(r.peer.median)})`);
+}
+
+/** ../shared/peers beside the checkout (or above it, for worktrees nested deeper, e.g. /work/wt/<name>). */
+export function peersDir(): string {
+  let dir = new URL('../../', import.meta.url).pathname; // dist/bench -> repo root
+  for (;;) {
+    const parent = new URL('..', `file://${dir.endsWith('/') ? dir : dir + '/'}`).pathname;
+    if (existsSync(`${parent}shared/peers`)) return `${parent}shared/peers`;
+    if (parent === dir || parent === '/') throw new Error('cannot find ../shared/peers (make-base.sh, gen-context.sh) above the checkout');
+    dir = parent;
+  }
 }
