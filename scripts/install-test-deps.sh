@@ -1,8 +1,9 @@
 #!/bin/sh
-# Installs the Debian packages the test suite needs (oracles and runtimes), when missing.
+# Installs the Debian packages the test suite needs (oracles and runtimes; a C compiler for
+# src/ns's native helper tsimage-run), when missing.
 # Idempotent and fast when everything is present. Needs root to install.
 set -eu
-PKGS="buildah skopeo podman docker-registry runc umoci busybox-static jq pigz zstd uidmap openssl curl file iproute2 apache2-utils"
+PKGS="gcc libc6-dev buildah skopeo podman docker-registry runc umoci busybox-static jq pigz zstd uidmap openssl curl file iproute2 apache2-utils"
 # binary that proves each package is present
 have() {
   case "$1" in
@@ -11,6 +12,8 @@ have() {
     uidmap) command -v newuidmap >/dev/null 2>&1 ;;
     iproute2) command -v ip >/dev/null 2>&1 ;;
     apache2-utils) command -v htpasswd >/dev/null 2>&1 ;;
+    gcc) command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 ;;
+    libc6-dev) [ -f /usr/include/stdio.h ] ;;
     *) command -v "$1" >/dev/null 2>&1 ;;
   esac
 }

@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
-import { UsageError } from '../oci/index.js';
+import { TsimageError, UsageError } from '../oci/index.js';
 import { resolveUser, type ExecUser } from './user.js';
 import type { Mount, RunOptions } from './types.js';
 
@@ -48,8 +48,21 @@ function track(tmp: string): void {
   });
 }
 
+/**
+ * Rootless runs (a user namespace with subordinate ids via newuidmap/newgidmap) are a known gap
+ * (src/ns/README.md): say so instead of failing somewhere inside the helper or runc.
+ */
+export function requireRoot(): void {
+  const euid = process.geteuid?.();
+  if (euid !== undefined && euid !== 0)
+    throw new TsimageError(
+      `running build containers needs root (running as uid ${euid}): rootless mode (user namespaces with newuidmap/newgidmap) is not supported yet; run as root (e.g. sudo)`,
+    );
+}
+
 export async function prepare(argv: string[], o: RunOptions): Promise<Prepared> {
   checkArgv(argv);
+  requireRoot();
   const user = await resolveUser(o.rootfs, o.user);
   const env = [...(o.env ?? [])];
   for (const e of env) if (!e.includes('=') || e.includes('\0')) throw new UsageError(`run: invalid environment entry ${JSON.stringify(e)}`);

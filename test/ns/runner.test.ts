@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { BuiltinRunner, checkResult, createRunner, type RunOptions, type Runner } from '../../src/ns/index.js';
 import { RunError } from '../../src/oci/index.js';
-import { requireTool } from '../helpers.js';
+import { requireTool, ROOT } from '../helpers.js';
+import { execFileSync } from 'node:child_process';
 import { makeBusyboxRootfs } from './rootfs.js';
 
 function sink(): Writable & { text(): string } {
@@ -199,5 +200,21 @@ describe('runner input checks', () => {
     await assert.rejects(r.run(['true'], { rootfs, mounts: [{ type: 'tmpfs', destination: 'rel' }] }), /must be absolute/);
     await assert.rejects(r.run(['true'], { rootfs, hostname: 'bad host' }), /invalid hostname/);
     await assert.rejects(r.run(['true'], { rootfs: join(base, 'nope') }), /cannot start container/);
+  });
+
+  it('says that rootless runs are not supported (a known gap) instead of failing obscurely', () => {
+    requireTool('setpriv');
+    const script = `import { createRunner } from ${JSON.stringify(join(ROOT, 'dist/src/ns/index.js'))};
+      for (const iso of ['builtin', 'chroot', 'oci']) {
+        try { await (await createRunner(iso)).run(['true'], { rootfs: '/' }); console.log(iso + ' RAN'); }
+        catch (e) { console.log(iso + ': ' + e.message); }
+      }`;
+    const out = execFileSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, '--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      cwd: '/',
+    });
+    const lines = out.trim().split('\n');
+    assert.equal(lines.length, 3, out);
+    for (const l of lines) assert.match(l, /^(builtin|chroot|oci): running build containers needs root \(running as uid 65534\): rootless mode .* is not supported yet/);
   });
 });
