@@ -7,23 +7,12 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, existsSync, writeFileSync, mkdirSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
-import { ROOT, requireTool, sh, tempDir } from '../helpers.js';
+import { requireTool, sh, tempDir } from '../helpers.js';
+import { tscopy, tscopyFail } from './engine-util.js';
 import { baseLayout, type BaseLayout } from '../fixtures/base.js';
 import { parseImageName } from '../../src/copy/transports/index.js';
 import { storeNames } from '../../src/copy/transports/tsbuild.js';
 import { OciLayout, parseManifest, parseConfig, type Digest } from '../../src/oci/index.js';
-
-const BIN = join(ROOT, 'bin', 'tscopy.js');
-
-export function tscopy(args: string[], env?: NodeJS.ProcessEnv): string {
-  return sh(process.execPath, [BIN, ...args], env ? { env: { ...process.env, ...env } } : {});
-}
-
-export function tscopyFail(args: string[]): { status: number | null; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });
-  return { status: r.status, stderr: r.stderr };
-}
 
 const sha = (b: string | Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 

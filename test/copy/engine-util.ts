@@ -1,0 +1,17 @@
+/** Helpers for the copy engine tests: run the tscopy CLI. */
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { ROOT, sh } from '../helpers.js';
+
+export const BIN = join(ROOT, 'bin', 'tscopy.js');
+
+/** Run tscopy; stdout, or throws with stderr. */
+export function tscopy(args: string[], env?: NodeJS.ProcessEnv): string {
+  return sh(process.execPath, [BIN, ...args], env ? { env: { ...process.env, ...env } } : {});
+}
+
+/** Run tscopy expecting a failure: exit status and stderr. */
+export function tscopyFail(args: string[], env?: NodeJS.ProcessEnv): { status: number | null; stderr: string; stdout: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+  return { status: r.status, stderr: r.stderr, stdout: r.stdout };
+}

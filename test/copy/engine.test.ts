@@ -1,0 +1,213 @@
+/**
+ * The copy engine end to end through `tscopy copy` against real registries (tsregistry and distribution) and
+ * local layouts, with skopeo, umoci and podman as oracles: reuse and cross-repository mounts, manifest lists
+ * (--all, one platform), --format conversion and --dest-compress-format recompression (digests checked by
+ * skopeo/umoci), --preserve-digests, failures that leave no tag, --digestfile.
+ */
+import { describe, it, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { cpSync, readFileSync, writeFileSync, existsSync, openSync, writeSync, closeSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { requireTool, sh, startDistribution, tempDir } from '../helpers.js';
+import { baseLayout, type BaseLayout } from '../fixtures/base.js';
+import { spawnRegistry } from '../registry/util.js';
+import { tscopy, tscopyFail } from './engine-util.js';
+import { OciLayout, parseManifest, parseConfig, digestOf, MediaTypes, type Descriptor } from '../../src/oci/index.js';
+import { copyImage } from '../../src/copy/engine.js';
+import { openDestination, openSource, parseImageName } from '../../src/copy/transports/index.js';
+
+const sha = (b: string | Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const NOTLS = ['--src-tls-verify=false', '--dest-tls-verify=false'];
+
+let base: BaseLayout;
+before(async () => {
+  requireTool('skopeo');
+  base = await baseLayout();
+});
+
+/** An OCI layout with an index (tag "multi") of two images: the base (amd64) and an arm64 variant of it. */
+async function multiArch(dir: string): Promise<{ index: Descriptor; amd64: Descriptor; arm64: Descriptor }> {
+  cpSync(base.dir, dir, { recursive: true });
+  const layout = await OciLayout.open(dir);
+  const amd64 = await layout.resolve('latest');
+  const m = parseManifest(await layout.readBytes(amd64.digest), amd64.mediaType);
+  if (m.kind !== 'manifest') throw new Error('manifest expected');
+  const cfg = JSON.parse((await layout.readBytes(m.doc.config.digest)).toString('utf8'));
+  cfg.architecture = 'arm64';
+  cfg.variant = 'v8';
+  const cfgDesc = await layout.putBytes(MediaTypes.ociConfig, JSON.stringify(cfg));
+  const arm = await layout.putBytes(MediaTypes.ociManifest, JSON.stringify({ ...m.doc, config: cfgDesc }));
+  const index = await layout.putBytes(
+    MediaTypes.ociIndex,
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaTypes.ociIndex,
+      manifests: [
+        { ...amd64, annotations: undefined, platform: { architecture: 'amd64', os: 'linux' } },
+        { ...arm, platform: { architecture: 'arm64', os: 'linux', variant: 'v8' } },
+      ],
+    }),
+  );
+  await layout.tag('multi', index);
+  return { index, amd64: { ...amd64, annotations: undefined }, arm64: arm };
+}
+
+describe('tscopy copy to and between registries', () => {
+  it('oci -> tsregistry -> podman run; new repo mounts, same repo skips; registry -> oci keeps digests', async (t) => {
+    requireTool('podman');
+    const reg = await spawnRegistry(t, tempDir(t, 'reg'));
+    const img = `${reg.addr}/eng/base:v1`;
+    const out1 = tscopy(['copy', ...NOTLS, base.ociRef, `docker://${img}`]);
+    assert.match(out1, /2 blobs \(2 copied, 0 skipped, 0 mounted\)/);
+    assert.equal(sha(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${img}`])), base.manifestDigest);
+    // cross-repository mount within one registry, then the same repository again (everything present)
+    const out2 = tscopy(['copy', ...NOTLS, `docker://${img}`, `docker://${reg.addr}/eng/other:v1`]);
+    assert.match(out2, /\(0 copied, 0 skipped, 2 mounted\)/);
+    const out3 = tscopy(['copy', ...NOTLS, `docker://${img}`, `docker://${img}`]);
+    assert.match(out3, /\(0 copied, 2 skipped, 0 mounted\)/);
+    const d = tempDir(t, 'eng');
+    tscopy(['copy', '-q', ...NOTLS, `docker://${reg.addr}/eng/other:v1`, `oci:${join(d, 'o')}:x`]);
+    assert.equal(sha(sh('skopeo', ['inspect', '--raw', `oci:${join(d, 'o')}:x`])), base.manifestDigest);
+    // podman runs what tscopy pushed
+    const images: string[] = [];
+    t.after(() => {
+      for (const i of images) {
+        try {
+          sh('podman', ['rmi', '-f', i]);
+        } catch {}
+      }
+    });
+    sh('podman', ['pull', '-q', '--tls-verify=false', `${reg.addr}/eng/other:v1`]);
+    images.push(`${reg.addr}/eng/other:v1`);
+    assert.equal(sh('podman', ['run', '--rm', '--pull=never', `${reg.addr}/eng/other:v1`, 'sh', '-c', 'echo ok-$((6*7))']).trim(), 'ok-42');
+  });
+
+  it('manifest lists: --all copies children then the index verbatim; without --all one platform (--override-arch)', async (t) => {
+    const d = tempDir(t, 'eng');
+    const { index, arm64 } = await multiArch(join(d, 'multi'));
+    const reg = await startDistribution(t);
+    tscopy(['copy', '-q', '--all', ...NOTLS, `oci:${join(d, 'multi')}:multi`, `docker://${reg.addr}/m/all:1`]);
+    assert.equal(sha(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.addr}/m/all:1`])), index.digest);
+    // skopeo copies the whole list out again (verifying every blob)
+    sh('skopeo', ['copy', '-q', '--all', '--src-tls-verify=false', `docker://${reg.addr}/m/all:1`, `oci:${join(d, 'back')}:x`]);
+    tscopy(['copy', '-q', '--override-arch', 'arm64', ...NOTLS, `oci:${join(d, 'multi')}:multi`, `docker://${reg.addr}/m/one:1`]);
+    assert.equal(sha(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.addr}/m/one:1`])), arm64.digest);
+    const info = JSON.parse(tscopy(['inspect', '--override-arch', 'arm64', `oci:${join(d, 'multi')}:multi`])) as { Digest: string; Architecture: string };
+    assert.equal(info.Digest, index.digest);
+    assert.equal(info.Architecture, 'arm64');
+    const r = tscopyFail(['copy', '-q', '--override-arch', 's390x', `oci:${join(d, 'multi')}:multi`, `oci:${join(d, 'none')}:x`]);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /no image for platform linux\/s390x/);
+  });
+
+  it('--format v2s2 to distribution: skopeo sees our digest, podman runs it; oci -> v2s2 -> oci round trip', async (t) => {
+    requireTool('podman');
+    const reg = await startDistribution(t);
+    const img = `${reg.addr}/conv/base:v2`;
+    const out = tscopy(['copy', '--format', 'v2s2', ...NOTLS, base.ociRef, `docker://${img}`]);
+    const raw = sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${img}`]);
+    const m = JSON.parse(raw) as { mediaType: string; config: { mediaType: string; digest: string }; layers: { mediaType: string }[] };
+    assert.equal(m.mediaType, MediaTypes.dockerManifest);
+    assert.equal(m.config.mediaType, MediaTypes.dockerConfig);
+    assert.equal(m.layers[0]!.mediaType, MediaTypes.dockerLayerGzip);
+    assert.match(out, new RegExp(`manifest ${sha(raw)} \\(changed from ${base.manifestDigest}: manifest converted to Docker schema 2\\)`));
+    // skopeo's own conversion of the same image gives the same bytes
+    const d = tempDir(t, 'eng');
+    sh('skopeo', ['copy', '-q', '--format', 'v2s2', base.ociRef, `dir:${join(d, 'skopeo-v2s2')}`]);
+    assert.equal(readFileSync(join(d, 'skopeo-v2s2', 'manifest.json'), 'utf8'), raw);
+    const images: string[] = [img];
+    t.after(() => {
+      for (const i of images) {
+        try {
+          sh('podman', ['rmi', '-f', i]);
+        } catch {}
+      }
+    });
+    sh('podman', ['pull', '-q', '--tls-verify=false', img]);
+    assert.equal(sh('podman', ['run', '--rm', '--pull=never', img, 'echo', 'v2s2-ok']).trim(), 'v2s2-ok');
+    // back to OCI: skopeo's conversion of our v2s2 image and ours agree
+    tscopy(['copy', '-q', '--format', 'oci', ...NOTLS, `docker://${img}`, `oci:${join(d, 'ours')}:x`]);
+    sh('skopeo', ['copy', '-q', '--format', 'oci', '--src-tls-verify=false', `docker://${img}`, `oci:${join(d, 'theirs')}:x`]);
+    assert.equal(sh('skopeo', ['inspect', '--raw', `oci:${join(d, 'ours')}:x`]), sh('skopeo', ['inspect', '--raw', `oci:${join(d, 'theirs')}:x`]));
+    // --preserve-digests refuses a conversion before writing anything
+    const r = tscopyFail(['copy', '-q', '--preserve-digests', '--format', 'v2s2', base.ociRef, `oci:${join(d, 'pd')}:x`]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--preserve-digests: the manifest digest would change/);
+  });
+});
+
+describe('recompression and failures', () => {
+  it('--dest-compress-format zstd and gzip: new layer digests, same diffIDs; skopeo/umoci verify, zstd decompresses back', async (t) => {
+    requireTool('umoci');
+    const d = tempDir(t, 'eng');
+    const dig = join(d, 'digest');
+    tscopy(['copy', '-q', '--dest-compress-format', 'zstd', '--digestfile', dig, base.ociRef, `oci:${join(d, 'z')}:x`]);
+    const raw = sh('skopeo', ['inspect', '--raw', `oci:${join(d, 'z')}:x`]);
+    assert.equal(readFileSync(dig, 'utf8'), sha(raw));
+    const zm = parseManifest(Buffer.from(raw));
+    const bm = parseManifest(readFileSync(join(base.dir, 'blobs', 'sha256', base.manifestDigest.slice(7))));
+    if (zm.kind !== 'manifest' || bm.kind !== 'manifest') throw new Error('manifests expected');
+    assert.equal(zm.doc.layers[0]!.mediaType, MediaTypes.ociLayerZstd);
+    assert.notEqual(zm.doc.layers[0]!.digest, bm.doc.layers[0]!.digest);
+    assert.equal(zm.doc.config.digest, bm.doc.config.digest, 'diffIDs (config) unchanged');
+    // skopeo verifies the zstd blob's digest while copying it
+    sh('skopeo', ['copy', '-q', `oci:${join(d, 'z')}:x`, `dir:${join(d, 'zdir')}`]);
+    // decompressing back (docker-archive keeps plain tars, checked against the diffIDs)
+    tscopy(['copy', '-q', `oci:${join(d, 'z')}:x`, `docker-archive:${join(d, 'z.tar')}`]);
+    const cfg = parseConfig(readFileSync(join(base.dir, 'blobs', 'sha256', bm.doc.config.digest.slice(7))));
+    assert.ok(existsSync(join(d, 'z.tar')));
+    // a gzip layer asked to be gzip stays as it is (skopeo keeps it too)
+    const same = tscopy(['copy', '--dest-compress-format', 'gzip', base.ociRef, `oci:${join(d, 'same')}:x`]);
+    assert.match(same, new RegExp(`manifest ${base.manifestDigest}$`, 'm'));
+    // zstd -> gzip level 9: a new digest; umoci unpacks it (it checks blob digests and diffIDs)
+    tscopy(['copy', '-q', '--dest-compress-format', 'gzip', '--dest-compress-level', '9', `oci:${join(d, 'z')}:x`, `oci:${join(d, 'g')}:x`]);
+    const gm = parseManifest(Buffer.from(sh('skopeo', ['inspect', '--raw', `oci:${join(d, 'g')}:x`])));
+    if (gm.kind !== 'manifest') throw new Error('manifest expected');
+    assert.notEqual(gm.doc.layers[0]!.digest, bm.doc.layers[0]!.digest);
+    sh('umoci', ['unpack', '--rootless', '--image', `${join(d, 'g')}:x`, join(d, 'bundle')]);
+    assert.ok(statSync(join(d, 'bundle', 'rootfs', 'bin', 'busybox')).size > 100_000);
+    assert.equal(cfg.rootfs.diff_ids.length, 1);
+  });
+
+  it('a corrupt source blob fails the copy with the digest named, and leaves no tag (oci and registry)', async (t) => {
+    const d = tempDir(t, 'eng');
+    cpSync(base.dir, join(d, 'src'), { recursive: true });
+    const bm = parseManifest(readFileSync(join(base.dir, 'blobs', 'sha256', base.manifestDigest.slice(7))));
+    if (bm.kind !== 'manifest') throw new Error('manifest expected');
+    const layer = bm.doc.layers[0]!.digest;
+    const fd = openSync(join(d, 'src', 'blobs', 'sha256', layer.slice(7)), 'r+');
+    writeSync(fd, Buffer.from('corrupt!'), 0, 8, 5000);
+    closeSync(fd);
+    const r = tscopyFail(['copy', '-q', `oci:${join(d, 'src')}:latest`, `oci:${join(d, 'dst')}:x`]);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, new RegExp(`digest mismatch for blob ${layer}`));
+    const idx = JSON.parse(readFileSync(join(d, 'dst', 'index.json'), 'utf8')) as { manifests: unknown[] };
+    assert.deepEqual(idx.manifests, []);
+    assert.ok(!existsSync(join(d, 'dst', 'blobs', 'sha256', layer.slice(7))));
+    const reg = await spawnRegistry(t, tempDir(t, 'reg'));
+    const r2 = tscopyFail(['copy', '-q', ...NOTLS, `oci:${join(d, 'src')}:latest`, `docker://${reg.addr}/bad/img:x`]);
+    assert.equal(r2.status, 1);
+    const res = await fetch(`${reg.url}/v2/bad/img/manifests/x`, { method: 'HEAD', headers: { accept: MediaTypes.ociManifest } });
+    assert.equal(res.status, 404);
+  });
+
+  it('library: copyImage with hooks (beforeWrite refuses before any write; afterManifest sees the written manifest)', async (t) => {
+    const d = tempDir(t, 'eng');
+    const srcName = await parseImageName(base.ociRef);
+    const destName = await parseImageName(`oci:${join(d, 'h')}:x`);
+    const dest = await openDestination(destName);
+    const src = await openSource(srcName);
+    await assert.rejects(copyImage(src, dest, { beforeWrite: () => { throw new Error('refused by policy'); } }), /refused by policy/);
+    assert.deepEqual((JSON.parse(readFileSync(join(d, 'h', 'index.json'), 'utf8')) as { manifests: unknown[] }).manifests, []);
+    let seen = '';
+    const r = await copyImage(src, dest, { afterManifest: (ctx) => void (seen = ctx.manifest.digest), jobs: 1 });
+    assert.equal(seen, base.manifestDigest);
+    assert.equal(r.manifest.digest, base.manifestDigest);
+    assert.equal(r.stats.copied, 2);
+    assert.equal(digestOf(r.manifest.bytes), base.manifestDigest);
+    await src.close();
+    await dest.close();
+    writeFileSync(join(d, 'unused'), '');
+  });
+});
