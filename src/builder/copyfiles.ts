@@ -699,6 +699,7 @@ export async function applyCopy(plan: CopyPlan, target: CopyTarget, io: CopyIo =
   };
 
   for (const it of plan.items) {
+    hardlinks.clear(); // hardlinks are kept within one source (as buildah: two sources naming one inode give two files)
     if (it.kind === 'heredoc' || it.kind === 'url') {
       if (!it.name && destIsDir) fail(req, `${it.spec}: cannot determine a file name for the destination; name it in the destination`);
       const parts = destIsDir ? [...destReal, it.name] : destReal;
