@@ -5,7 +5,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, linkSync, mkdtempSync, rmSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, linkSync, lutimesSync, mkdtempSync, rmSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { PEERS, requireTool, sh } from '../helpers.js';
@@ -83,6 +83,7 @@ describe('COPY vs buildah bud', () => {
         const p = join(d, n);
         if (lstatSync(p).isDirectory()) touch(p);
         if (!lstatSync(p).isSymbolicLink()) utimesSync(p, when, when);
+        else lutimesSync(p, when, when);
       }
     };
     touch(ctxDir);
