@@ -191,7 +191,7 @@ export async function collectGarbage(store: RegistryStore, o: GcOptions = {}): P
         seen.add(d);
         marked.add(d);
         manifestsSeen.add(d);
-        const m = await store.getManifest(repo, d);
+        const m = await store.getManifestLocal(repo, d);
         if (m) {
           for (const r of manifestReferences(m.bytes, m.mediaType)) {
             marked.add(r);
@@ -228,7 +228,7 @@ export async function collectGarbage(store: RegistryStore, o: GcOptions = {}): P
       const reached = await traverse(repo, roots);
       for (const d of untagged) {
         if (reached.has(d)) continue;
-        const info = await store.statManifest(repo, d);
+        const info = await store.statManifestLocal(repo, d);
         doomedManifests.push({ repo, digest: d, ...(info?.subject ? { subject: info.subject } : {}) });
       }
       // blobs linked recently count as referenced (pushed ahead of their manifest)

@@ -18,3 +18,6 @@ export * from './retention.js';
 export * from './quota.js';
 export * from './prod.js';
 export * from './scrub.js';
+export * from './mirror/config.js';
+export * from './mirror/upstream.js';
+export * from './mirror/store.js';

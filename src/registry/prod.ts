@@ -23,7 +23,8 @@ import { RegistryMetrics, observe, PROMETHEUS_CONTENT_TYPE } from './metrics.js'
 import { Quotas, validateQuota } from './quota.js';
 import { TagImmutability, applyRetention, validateImmutable, validateRetention, type RetentionPolicy, type RetentionReport } from './retention.js';
 import type { RunningRegistry, StartOptions } from './server.js';
-import { RegistryStore, type ManifestInfo, type StoreOptions } from './store.js';
+import { RegistryStore, type ManifestInfo, type PutManifestOptions, type StoreOptions } from './store.js';
+import { validateMirror } from './mirror/config.js';
 import { httpsServerOptions, reloadTls, validateTlsConfig, type TlsConfig } from './tls.js';
 
 /** Run every hook of every set, in order (the first refusal wins). */
@@ -53,11 +54,11 @@ export class ProductionStore extends RegistryStore {
     super(driver, opts);
   }
 
-  override async putManifest(repo: string, reference: string, bytes: Buffer, contentType: string | undefined): Promise<ManifestInfo> {
+  override async putManifest(repo: string, reference: string, bytes: Buffer, contentType: string | undefined, o: PutManifestOptions = {}): Promise<ManifestInfo> {
     const refs = manifestReferences(bytes, contentType?.split(';')[0]?.trim() || undefined);
     const self = reference.includes(':') ? (reference as Digest) : digestOf(bytes);
     this.gc.protect([...refs, self]);
-    return super.putManifest(repo, reference, bytes, contentType);
+    return super.putManifest(repo, reference, bytes, contentType, o);
   }
 
   override async statBlob(repo: string, d: Digest): Promise<number | undefined> {
@@ -107,6 +108,12 @@ export async function productionSetup(config: RegistryConfig, o: ProductionOptio
   const metricsCfg = config.metrics as { enabled: boolean };
   const metrics = new RegistryMetrics();
   const coordinator = new GcCoordinator(Math.max(10 * 60_000, gcCfg.gracePeriod));
+  const mirrorCfg = validateMirror(config.mirror, parseDuration, 'config mirror');
+  let makeStore = o.makeStore;
+  if (mirrorCfg && !makeStore) {
+    const { mirrorStoreFactory } = await import('./mirror/store.js');
+    makeStore = mirrorStoreFactory(mirrorCfg, logger, metrics);
+  }
 
   if (!o.driver) await mkdir(config.storage.root, { recursive: true });
   const driver = o.driver ?? new FilesystemDriver(config.storage.root, { fsync: config.storage.fsync });
@@ -118,7 +125,7 @@ export async function productionSetup(config: RegistryConfig, o: ProductionOptio
     deleteEnabled: config.storage.delete.enabled,
     mountWithoutFrom: config.storage.mountWithoutFrom,
   };
-  const store = o.makeStore ? o.makeStore(driver, storeOpts, coordinator) : new ProductionStore(driver, storeOpts, coordinator);
+  const store = makeStore ? makeStore(driver, storeOpts, coordinator) : new ProductionStore(driver, storeOpts, coordinator);
   store.on(metrics.onEvent);
   if (quotas.enabled) quotas.attach(store);
 
@@ -209,10 +216,12 @@ export async function productionSetup(config: RegistryConfig, o: ProductionOptio
         auth: auth?.mode ?? 'none',
         tls: !!tls,
         gcInterval: gcCfg.interval,
+        mirror: mirrorCfg ? mirrorCfg.namespaces.map((n) => `${n.prefix || '*'} <- ${n.upstreams.map((u) => u.url).join(', ')}`) : undefined,
       });
     },
     async close() {
       for (const c of cleanups.splice(0)) c();
+      await (store as { close?: () => Promise<void> }).close?.();
     },
   };
 }

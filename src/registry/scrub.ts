@@ -123,7 +123,7 @@ export async function scrub(store: RegistryStore, o: ScrubOptions = {}): Promise
     for (const d of await store.listManifests(repo)) {
       check();
       report.manifestsChecked++;
-      const info = await store.statManifest(repo, d).catch(() => undefined);
+      const info = await store.statManifestLocal(repo, d).catch(() => undefined);
       if (!info) continue;
       if (corruptBlobs.has(d)) {
         problem({ kind: 'manifest', digest: d, repo, problem: 'manifest content is corrupt (quarantined with its blob)' });

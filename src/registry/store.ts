@@ -38,6 +38,11 @@ export interface StoreOptions {
   mountWithoutFrom?: boolean | undefined;
 }
 
+export interface PutManifestOptions {
+  /** Store what an upstream served (pull-through mirror): no blob-existence checks, no hooks. */
+  cache?: boolean;
+}
+
 export interface UploadState {
   repo: string;
   id: string;
@@ -530,8 +535,18 @@ export class RegistryStore {
     return d;
   }
 
-  /** Manifest metadata by tag or digest, or undefined. */
-  async statManifest(repo: string, reference: string): Promise<ManifestInfo | undefined> {
+  /** Manifest metadata by tag or digest, or undefined (a mirror overrides this to consult its upstreams). */
+  statManifest(repo: string, reference: string): Promise<ManifestInfo | undefined> {
+    return this.statManifestLocal(repo, reference);
+  }
+
+  /** Manifest bytes and metadata by tag or digest, or undefined (a mirror overrides this to consult its upstreams). */
+  getManifest(repo: string, reference: string): Promise<(ManifestInfo & { bytes: Buffer }) | undefined> {
+    return this.getManifestLocal(repo, reference);
+  }
+
+  /** Manifest metadata from this registry's own storage only (GC, scrub, the mirror's cache). */
+  async statManifestLocal(repo: string, reference: string): Promise<ManifestInfo | undefined> {
     const d = isDigest(reference) ? reference : await this.resolveTag(repo, reference);
     if (!d) return undefined;
     const rev = await this.revision(repo, d);
@@ -539,9 +554,9 @@ export class RegistryStore {
     return { digest: d, mediaType: rev.mediaType, size: rev.size, subject: rev.subject, artifactType: rev.artifactType };
   }
 
-  /** Manifest bytes and metadata by tag or digest, or undefined. */
-  async getManifest(repo: string, reference: string): Promise<(ManifestInfo & { bytes: Buffer }) | undefined> {
-    const info = await this.statManifest(repo, reference);
+  /** Manifest bytes and metadata from this registry's own storage only. */
+  async getManifestLocal(repo: string, reference: string): Promise<(ManifestInfo & { bytes: Buffer }) | undefined> {
+    const info = await this.statManifestLocal(repo, reference);
     if (!info) return undefined;
     let bytes = this.bytes.get(info.digest);
     if (!bytes) {
@@ -561,7 +576,7 @@ export class RegistryStore {
    * type (MANIFEST_INVALID), the digest reference (DIGEST_INVALID), the tag (TAG_INVALID) and
    * that every referenced blob and child manifest is in the repository (MANIFEST_BLOB_UNKNOWN).
    */
-  async putManifest(repo: string, reference: string, bytes: Buffer, contentType: string | undefined): Promise<ManifestInfo> {
+  async putManifest(repo: string, reference: string, bytes: Buffer, contentType: string | undefined, o: PutManifestOptions = {}): Promise<ManifestInfo> {
     let tag: string | undefined;
     let digest: Digest;
     if (reference.includes(':')) {
@@ -583,7 +598,9 @@ export class RegistryStore {
     }
     // every referenced blob / child manifest must be in the repository
     const missing: Descriptor[] = [];
-    if (parsed.kind === 'manifest') {
+    if (o.cache) {
+      // a pull-through mirror caches what its upstream serves: blobs arrive later, on demand
+    } else if (parsed.kind === 'manifest') {
       const blobs = [parsed.doc.config, ...parsed.doc.layers];
       await Promise.all(
         blobs.map(async (b) => {
@@ -608,7 +625,7 @@ export class RegistryStore {
     const subject = doc.subject?.digest;
     const artifactType = doc.artifactType ?? (parsed.kind === 'manifest' ? parsed.doc.config.mediaType : undefined);
     const previous = tag ? await this.resolveTag(repo, tag) : undefined;
-    await this.hooks.beforeManifestPut?.({ repo, digest, tag, previous, mediaType: parsed.mediaType, size: bytes.length });
+    if (!o.cache) await this.hooks.beforeManifestPut?.({ repo, digest, tag, previous, mediaType: parsed.mediaType, size: bytes.length });
 
     const rev: Revision = { mediaType: parsed.mediaType, size: bytes.length };
     if (subject) rev.subject = subject;

@@ -1,6 +1,6 @@
 /** A real `tsregistry serve` process on 127.0.0.1:0 with a YAML config, stopped by PID after the test. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { ROOT, tempDir } from '../helpers.js';
@@ -21,6 +21,7 @@ export interface Proc {
 export async function startTsregistry(t: T, doc: Record<string, unknown> = {}, o: { root?: string; dir?: string; env?: NodeJS.ProcessEnv; addr?: string } = {}): Promise<Proc> {
   const dir = o.dir ?? tempDir(t, 'regprod-proc');
   const root = o.root ?? join(dir, 'data');
+  mkdirSync(dir, { recursive: true });
   const cfg = join(dir, `config-${Math.random().toString(36).slice(2)}.yml`);
   writeFileSync(cfg, stringify({ ...doc, storage: { ...(doc.storage as object | undefined), root } }));
   const child = spawn(process.execPath, [join(ROOT, 'bin', 'tsregistry.js'), 'serve', '--config', cfg, '--addr', o.addr ?? '127.0.0.1:0'], {

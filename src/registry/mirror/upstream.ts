@@ -1,0 +1,151 @@
+/**
+ * A small upstream-registry fetcher for the pull-through mirror (undici): GET/HEAD of
+ * manifests and blobs with the distribution auth dance (Basic, or Bearer tokens from the
+ * realm named in the WWW-Authenticate challenge, cached per scope until they expire).
+ * Only what the mirror needs; the full client for tscopy/tsbuild lives in src/copy.
+ */
+import { Agent, request, type Dispatcher } from 'undici';
+import type { Readable } from 'node:stream';
+
+export interface UpstreamConfig {
+  /** e.g. https://registry-1.docker.io or http://127.0.0.1:5001 */
+  url: string;
+  username?: string;
+  password?: string;
+  /** Skip TLS verification (self-signed test registries). */
+  insecure?: boolean;
+  /** Prepended to the upstream repository name (e.g. "library" for Docker Hub). */
+  prefix?: string;
+}
+
+export class UpstreamError extends Error {
+  constructor(
+    message: string,
+    readonly status?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+  /** Worth serving stale / trying the next upstream (network, 429, 5xx), as opposed to "not there" (404). */
+  get unavailable(): boolean {
+    return this.status === undefined || this.status === 429 || this.status === 408 || this.status >= 500 || this.status === 401 || this.status === 403;
+  }
+}
+
+export interface UpstreamResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Readable & { dump(): Promise<void>; text(): Promise<string>; arrayBuffer(): Promise<ArrayBuffer> };
+}
+
+type Challenge = { scheme: string; params: Record<string, string> };
+
+function parseChallenge(h: string | string[] | undefined): Challenge | undefined {
+  const v = Array.isArray(h) ? h[0] : h;
+  if (!v) return undefined;
+  const m = /^\s*(\w+)\s*(.*)$/.exec(v);
+  if (!m) return undefined;
+  const params: Record<string, string> = {};
+  const re = /(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g;
+  let p: RegExpExecArray | null;
+  while ((p = re.exec(m[2]!))) params[p[1]!.toLowerCase()] = p[2] ?? p[3] ?? '';
+  return { scheme: m[1]!.toLowerCase(), params };
+}
+
+function header(h: UpstreamResponse['headers'], k: string): string | undefined {
+  const v = h[k];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export { header as upstreamHeader };
+
+export class Upstream {
+  readonly base: string;
+  private readonly dispatcher: Dispatcher;
+  private readonly tokens = new Map<string, { token: string; until: number }>();
+  private basic: string | undefined;
+
+  constructor(
+    readonly config: UpstreamConfig,
+    private readonly timeoutMs = 30_000,
+  ) {
+    this.base = config.url.replace(/\/+$/, '');
+    this.dispatcher = new Agent({
+      connections: 32,
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      connectTimeout: Math.min(timeoutMs, 10_000),
+      ...(config.insecure ? { connect: { rejectUnauthorized: false } } : {}),
+    });
+    if (config.username !== undefined) this.basic = `Basic ${Buffer.from(`${config.username}:${config.password ?? ''}`).toString('base64')}`;
+  }
+
+  /** The upstream repository name of a local one (with the configured prefix). */
+  remoteName(name: string): string {
+    return this.config.prefix ? `${this.config.prefix.replace(/\/+$/, '')}/${name}` : name;
+  }
+
+  /**
+   * One request to /v2/<name>/<path>: authenticates on 401 and retries once. Non-2xx
+   * answers other than 404 and 416 are thrown as UpstreamError; connection failures too.
+   */
+  async fetch(method: 'GET' | 'HEAD', name: string, path: string, o: { accept?: string; range?: string; signal?: AbortSignal } = {}): Promise<UpstreamResponse> {
+    const remote = this.remoteName(name);
+    const url = `${this.base}/v2/${remote}/${path}`;
+    const scope = `repository:${remote}:pull`;
+    const send = async (auth: string | undefined): Promise<UpstreamResponse> => {
+      const headers: Record<string, string> = { 'user-agent': 'tsregistry-mirror' };
+      if (o.accept) headers.accept = o.accept;
+      if (o.range) headers.range = o.range;
+      if (auth) headers.authorization = auth;
+      try {
+        const r = await request(url, { method, headers, dispatcher: this.dispatcher, ...(o.signal ? { signal: o.signal } : {}) });
+        return { status: r.statusCode, headers: r.headers, body: r.body as unknown as UpstreamResponse['body'] };
+      } catch (e) {
+        throw new UpstreamError(`upstream ${this.base}: ${method} ${path}: ${(e as Error).message}`, undefined, { cause: e });
+      }
+    };
+    const cached = this.tokens.get(scope);
+    let r = await send(cached && cached.until > Date.now() ? `Bearer ${cached.token}` : this.basic);
+    if (r.status === 401) {
+      const ch = parseChallenge(r.headers['www-authenticate']);
+      await r.body.dump().catch(() => {});
+      let auth: string | undefined;
+      if (ch?.scheme === 'bearer' && ch.params.realm) auth = `Bearer ${await this.token(ch.params, scope, o.signal)}`;
+      else if (ch?.scheme === 'basic' && this.basic) auth = this.basic;
+      if (!auth) throw new UpstreamError(`upstream ${this.base}: ${method} ${path}: 401 unauthorized${this.basic ? '' : ' (no credentials configured)'}`, 401);
+      r = await send(auth);
+    }
+    if (r.status >= 200 && r.status < 300) return r;
+    if (r.status === 404 || r.status === 416) return r;
+    const text = method === 'GET' ? await r.body.text().catch(() => '') : (await r.body.dump().catch(() => {}), '');
+    throw new UpstreamError(`upstream ${this.base}: ${method} /v2/${remote}/${path}: HTTP ${r.status}${text ? ` ${text.slice(0, 200)}` : ''}`, r.status);
+  }
+
+  private async token(params: Record<string, string>, scope: string, signal?: AbortSignal): Promise<string> {
+    const u = new URL(params.realm!);
+    if (params.service) u.searchParams.set('service', params.service);
+    u.searchParams.set('scope', scope);
+    const headers: Record<string, string> = { 'user-agent': 'tsregistry-mirror' };
+    if (this.basic) headers.authorization = this.basic;
+    let r;
+    try {
+      r = await request(u, { method: 'GET', headers, dispatcher: this.dispatcher, ...(signal ? { signal } : {}) });
+    } catch (e) {
+      throw new UpstreamError(`upstream token service ${u.origin}${u.pathname}: ${(e as Error).message}`, undefined, { cause: e });
+    }
+    if (r.statusCode !== 200) {
+      const t = await r.body.text().catch(() => '');
+      throw new UpstreamError(`upstream token service ${u.origin}${u.pathname}: HTTP ${r.statusCode} ${t.slice(0, 200)}`, r.statusCode === 401 ? 401 : r.statusCode);
+    }
+    const doc = (await r.body.json()) as { token?: string; access_token?: string; expires_in?: number };
+    const token = doc.token ?? doc.access_token;
+    if (!token) throw new UpstreamError(`upstream token service ${u.origin}${u.pathname}: no token in the answer`, 502);
+    this.tokens.set(scope, { token, until: Date.now() + Math.max(10, (doc.expires_in ?? 60) - 10) * 1000 });
+    return token;
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close().catch(() => {});
+  }
+}
