@@ -22,6 +22,8 @@ import { loadDockerfile, platformArgs, reachableStages, resolveMetaArgs, stageDe
 import { StageExecutor, type StageResult } from './executor.js';
 import { ImageStore, isEmbeddedBaseName, type LoadedImage } from './store.js';
 import { commitImage, type OutputSpec } from './commit.js';
+import { BuildCache } from './cache.js';
+import { openContext } from './context.js';
 
 export interface BuildOptions {
   contextDir: string;
@@ -58,6 +60,10 @@ export interface BuildOptions {
   /** pull an image into the store (the copy engine); undefined: only the store and the embedded base */
   puller?: ((name: string, store: ImageStore, signal: AbortSignal) => Promise<LoadedImage | undefined>) | undefined;
   pushTo?: string[] | undefined;
+  /** print, for each missed step, which input changed */
+  explainCache?: boolean | undefined;
+  /** an ignore file instead of .dockerignore/.containerignore */
+  ignoreFile?: string | undefined;
 }
 
 export interface BuildResult {
@@ -137,8 +143,9 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
   const root = o.root ?? defaultRoot();
   const store = await ImageStore.open(root);
   const snap: Snapshotter = await openSnapshotter({ root, notice: (m) => log(m) });
-  const cacheDir = join(root, 'build-cache');
-  await mkdir(cacheDir, { recursive: true });
+  const cacheDir = join(root, 'cache');
+  const cache = await BuildCache.open(cacheDir);
+  const ctx = await openContext(contextDir, { dockerfile: file === '-' ? undefined : file, ignoreFile: o.ignoreFile, cacheDir });
   const runner = await createRunner(o.isolation);
   const usedArgs = new Set<string>();
   const jobs = new Semaphore(Math.max(1, o.jobs ?? Math.min(4, availableParallelism())));
@@ -207,7 +214,9 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
           stageResult: (j) => runStage(j),
           getImage,
           stageCount,
-          cacheDir,
+          cache,
+          ctx,
+          explainCache: o.explainCache ?? false,
         });
         return await ex.run();
       } finally {
@@ -242,6 +251,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
       signal,
     });
     if (o.iidfile) await writeFile(o.iidfile, res.imageId);
+    await ctx.save().catch(() => {});
     return res;
   } finally {
     await snap.close();

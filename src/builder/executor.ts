@@ -30,6 +30,9 @@ import { expandOrFail, findStage, PROXY_ARGS, type BuildFile, type Stage } from 
 import { addHistory, addLayer, cloneState, emptyState, type ImageState } from './image.js';
 import { isEmbeddedBaseName, type ImageStore, type LoadedImage } from './store.js';
 import { parseMount, runArgv, runInRootfs, type MountSpec } from './run-step.js';
+import { cacheKey, type BuildCache, type CacheInputs } from './cache.js';
+import type { BuildContext } from './context.js';
+import { applyCopy, planCopy, type CopyPlan, type CopyRequest } from './copyfiles.js';
 
 export interface StepLog {
   (line: string): void;
@@ -64,7 +67,10 @@ export interface ExecOptions {
   getImage: (name: string) => Promise<LoadedImage>;
   /** total stages in the build (for the [i/n] prefix) */
   stageCount: number;
-  cacheDir: string;
+  cache: BuildCache;
+  ctx: BuildContext;
+  /** print, for each missed step, which input changed */
+  explainCache: boolean;
 }
 
 export interface StageResult {
@@ -77,31 +83,6 @@ const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
 function nowIso(ts?: number): string {
   return ts !== undefined ? new Date(ts * 1000).toISOString().replace(/\.000Z$/, 'Z') : new Date().toISOString().replace(/(\.\d{3})\d*Z$/, '$1Z');
-}
-
-/** Minimal cache index (until src/builder/cache.ts lands): key -> layer. */
-interface CacheEntry {
-  layer?: Descriptor;
-  diffID?: Digest;
-  created: string;
-}
-
-async function cacheGet(dir: string, key: string, o: ExecOptions): Promise<CacheEntry | undefined> {
-  try {
-    const e = JSON.parse(await readFile(join(dir, key.slice(0, 2), key), 'utf8')) as CacheEntry;
-    if (e.layer && !(await o.store.layout.has(e.layer.digest))) return undefined;
-    return e;
-  } catch {
-    return undefined;
-  }
-}
-
-async function cachePut(dir: string, key: string, e: CacheEntry): Promise<void> {
-  const d = join(dir, key.slice(0, 2));
-  await mkdir(d, { recursive: true });
-  const tmp = join(d, `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  await writeFile(tmp, JSON.stringify(e));
-  await rename(tmp, join(d, key));
 }
 
 /** The content of COPY sources, for the cache key (minimal: paths, modes, sizes, sha256 of contents). */
@@ -200,7 +181,7 @@ export class StageExecutor {
     const base = findStage(this.bf, fromName, st.index);
     if (fromName === 'scratch') {
       this.state = emptyState();
-      this.key = sha('scratch');
+      this.key = cacheKey(undefined, 'FROM scratch', { other: { platform: `${this.state.config.os}/${this.state.config.architecture}` } });
     } else if (base && base.name === fromName.toLowerCase()) {
       const r = await o.stageResult(base.index);
       this.state = cloneState(r.state);
@@ -217,7 +198,7 @@ export class StageExecutor {
       this.state = { config: structuredClone(img.config), layers: structuredClone(img.manifest.layers) };
       this.state.config.history ??= [];
       this.state.config.config ??= {};
-      this.key = sha(`image ${img.desc.digest}`);
+      this.key = cacheKey(undefined, 'FROM', { base: img.desc.digest });
     }
     const cfg = (this.state.config.config ??= {});
     delete this.state.config.created;
@@ -248,7 +229,7 @@ export class StageExecutor {
       this.step++;
       await this.dispatch(ins);
     }
-    if (this.pendingWorkdir) await this.layerStep(`WORKDIR ${this.pendingWorkdir}`, `workdir ${this.pendingWorkdir}`, `/bin/sh -c #(nop) WORKDIR ${this.pendingWorkdir}`, async () => {}, undefined, true);
+    if (this.pendingWorkdir) await this.layerStep(`WORKDIR ${this.pendingWorkdir}`, `workdir ${this.pendingWorkdir}`, {}, `/bin/sh -c #(nop) WORKDIR ${this.pendingWorkdir}`, async () => {}, undefined, true);
     return { state: this.state, key: this.key };
   }
 
@@ -258,9 +239,14 @@ export class StageExecutor {
     return h;
   }
 
-  private configStep(ins: Instr, keyText: string): void {
-    this.key = sha(`${this.key}\n${keyText}`);
-    addHistory(this.state, this.history(ins, true));
+  private async configStep(ins: Instr, keyText: string): Promise<void> {
+    const parent = this.key;
+    this.key = cacheKey(parent, keyText);
+    const h = this.history(ins, true);
+    addHistory(this.state, h);
+    // recorded so --explain-cache can walk the chain
+    if (this.o.layers && !(await this.o.cache.get(this.key, { touch: false })))
+      await this.o.cache.put(this.key, { parent, instruction: keyText, result: { history: { ...h } } });
   }
 
   private async dispatch(ins: Instr): Promise<void> {
@@ -279,7 +265,7 @@ export class StageExecutor {
           else if (o.metaScope.has(a.name)) v = o.metaScope.get(a.name);
           this.args.set(a.name, v);
         }
-        this.key = sha(`${this.key}\nARG ${JSON.stringify([...this.args])}`);
+        this.key = cacheKey(this.key, `ARG ${JSON.stringify([...this.args])}`);
         return;
       }
       case 'ENV': {
@@ -290,7 +276,7 @@ export class StageExecutor {
           cfg.Env = setEnv(cfg.Env, kk, vv);
           done.push(`${kk}=${vv}`);
         }
-        this.configStep(ins, `ENV ${JSON.stringify(done)}`);
+        await this.configStep(ins, `ENV ${JSON.stringify(done)}`);
         return;
       }
       case 'LABEL': {
@@ -302,12 +288,12 @@ export class StageExecutor {
           cfg.Labels[kk] = vv;
           done.push(`${kk}=${vv}`);
         }
-        this.configStep(ins, `LABEL ${JSON.stringify(done)}`);
+        await this.configStep(ins, `LABEL ${JSON.stringify(done)}`);
         return;
       }
       case 'MAINTAINER': {
         this.state.config.author = ins.value;
-        this.configStep(ins, `MAINTAINER ${ins.value}`);
+        await this.configStep(ins, `MAINTAINER ${ins.value}`);
         return;
       }
       case 'EXPOSE': {
@@ -326,7 +312,7 @@ export class StageExecutor {
             }
           }
         }
-        this.configStep(ins, `EXPOSE ${ports.join(' ')}`);
+        await this.configStep(ins, `EXPOSE ${ports.join(' ')}`);
         return;
       }
       case 'VOLUME': {
@@ -338,12 +324,12 @@ export class StageExecutor {
           cfg.Volumes[v] = {};
           vols.push(v);
         }
-        this.configStep(ins, `VOLUME ${JSON.stringify(vols)}`);
+        await this.configStep(ins, `VOLUME ${JSON.stringify(vols)}`);
         return;
       }
       case 'USER': {
         cfg.User = this.expand(ins.value, ins);
-        this.configStep(ins, `USER ${cfg.User}`);
+        await this.configStep(ins, `USER ${cfg.User}`);
         return;
       }
       case 'WORKDIR': {
@@ -351,14 +337,14 @@ export class StageExecutor {
         const wd = posix.resolve(cfg.WorkingDir || '/', v);
         cfg.WorkingDir = wd;
         this.pendingWorkdir = wd;
-        this.configStep(ins, `WORKDIR ${wd}`);
+        await this.configStep(ins, `WORKDIR ${wd}`);
         return;
       }
       case 'STOPSIGNAL': {
         const v = this.expand(ins.value, ins);
         if (!/^(SIG)?[A-Z0-9+-]+$/i.test(v)) this.fail(ins, `invalid STOPSIGNAL ${JSON.stringify(v)}`);
         cfg.StopSignal = v;
-        this.configStep(ins, `STOPSIGNAL ${v}`);
+        await this.configStep(ins, `STOPSIGNAL ${v}`);
         return;
       }
       case 'CMD':
@@ -371,13 +357,13 @@ export class StageExecutor {
           if (!this.cmdSetHere) cfg.Cmd = null;
         }
         if (ins.kind === 'CMD') this.cmdSetHere = true;
-        this.configStep(ins, `${ins.kind} ${JSON.stringify(argv)}`);
+        await this.configStep(ins, `${ins.kind} ${JSON.stringify(argv)}`);
         return;
       }
       case 'SHELL': {
         this.shell = [...ins.cmd];
         cfg.Shell = [...ins.cmd];
-        this.configStep(ins, `SHELL ${JSON.stringify(ins.cmd)}`);
+        await this.configStep(ins, `SHELL ${JSON.stringify(ins.cmd)}`);
         return;
       }
       case 'HEALTHCHECK': {
@@ -388,12 +374,12 @@ export class StageExecutor {
         if (ins.startInterval !== undefined) hc.StartInterval = ins.startInterval;
         if (ins.retries !== undefined) hc.Retries = ins.retries;
         cfg.Healthcheck = hc;
-        this.configStep(ins, `HEALTHCHECK ${JSON.stringify(hc)}`);
+        await this.configStep(ins, `HEALTHCHECK ${JSON.stringify(hc)}`);
         return;
       }
       case 'ONBUILD': {
         (cfg.OnBuild ??= []).push(ins.trigger);
-        this.configStep(ins, `ONBUILD ${ins.trigger}`);
+        await this.configStep(ins, `ONBUILD ${ins.trigger}`);
         return;
       }
       case 'RUN':
@@ -438,19 +424,24 @@ export class StageExecutor {
     const { env, argPairs } = this.runEnv();
     const mounts: MountSpec[] = ins.mounts.map((m) => parseMount(this.expand(m, ins), { file: ins.loc.file, line: ins.loc.line }));
     const network = ins.network === 'none' ? 'none' : ins.network === 'host' ? 'host' : o.network;
-    // bind/cache mounts from stages or the context are inputs of the step
-    let mountKey = '';
+    // bind mounts from stages or the context are inputs of the step
+    const mountInputs: Record<string, string> = {};
     for (const m of mounts) {
+      let k = JSON.stringify(m);
       if (m.type === 'bind') {
-        if (m.from) mountKey += ` bind:${await this.fromKey(m.from, ins)}:${m.source ?? '/'}`;
-        else mountKey += ` bind:ctx:${await hashTree(o.contextDir, [m.source ?? '/'], o.signal)}`;
+        if (m.from) k += ` from:${await this.fromKey(m.from, ins)}`;
+        else k += ` ctx:${await hashTree(o.contextDir, [m.source ?? '/'], o.signal)}`;
       }
-      mountKey += ` ${JSON.stringify(m)}`;
+      mountInputs[m.target] = k;
     }
     const createdBy = `${argPairs.length ? `|${argPairs.length} ${argPairs.join(' ')} ` : ''}${ins.shell ? argv.join(' ') : ins.cmd.join(' ')}`;
-    const keyText = `RUN ${JSON.stringify({ argv, script, env, user: cfg.User ?? '', cwd: cfg.WorkingDir ?? '/', network, mountKey, wd: this.pendingWorkdir })}`;
+    const inputs: CacheInputs = {
+      env,
+      mounts: mountInputs,
+      other: { argv, script: script ?? null, user: cfg.User ?? '', cwd: cfg.WorkingDir ?? '/', network, workdir: this.pendingWorkdir ?? null },
+    };
     this.log(head);
-    await this.layerStep(ins.text, keyText, createdBy, async (rootfs) => {
+    await this.layerStep(ins.text, `RUN ${ins.text}`, inputs, createdBy, async (rootfs) => {
       await runInRootfs(argv, script, {
         runner: o.runner,
         rootfs,
@@ -508,37 +499,40 @@ export class StageExecutor {
   private async copyStep(ins: Extract<Instr, { kind: 'COPY' | 'ADD' }>, head: string): Promise<void> {
     const o = this.o;
     const cfg = this.state.config.config ?? {};
-    const srcs = ins.srcs.map((s) => this.expand(s, ins));
+    const srcs = ins.srcs.map((s) => (/^<<-?/.test(s) ? s : this.expand(s, ins)));
     const dest = this.expand(ins.dest, ins);
-    const chown = ins.chown !== undefined ? this.expand(ins.chown, ins) : undefined;
-    const chmod = ins.chmod !== undefined ? this.expand(ins.chmod, ins) : undefined;
     const from = ins.from !== undefined ? this.expand(ins.from, ins) : undefined;
-    let inputs: string;
-    const heredocSrcs = ins.heredocs.map((h) => h.name);
-    const fileSrcs = srcs.filter((s) => !/^<<-?/.test(s));
-    if (from !== undefined) inputs = `from:${await this.fromKey(from, ins)}`;
-    else inputs = `ctx:${await hashTree(o.contextDir, fileSrcs, o.signal)}`;
-    const keyText = `${ins.kind} ${JSON.stringify({ srcs, dest, chown, chmod, inputs, wd: cfg.WorkingDir, heredocs: ins.heredocs, pending: this.pendingWorkdir, link: ins.link, parents: ins.parents, exclude: ins.exclude })}`;
-    const createdBy = `/bin/sh -c #(nop) ${ins.kind} ${srcs.map((s) => (heredocSrcs.length ? s : s)).join(' ')} in ${dest} `;
+    const req: CopyRequest = {
+      kind: ins.kind,
+      srcs,
+      dest,
+      heredocs: ins.heredocs.map((h) => (h.expand ? { ...h, content: this.expand(h.content, ins) } : h)),
+      chown: ins.chown !== undefined ? this.expand(ins.chown, ins) : undefined,
+      chmod: ins.chmod !== undefined ? this.expand(ins.chmod, ins) : undefined,
+      link: ins.link,
+      parents: ins.parents,
+      exclude: ins.exclude.map((e) => this.expand(e, ins)),
+      checksum: ins.checksum !== undefined ? this.expand(ins.checksum, ins) : undefined,
+      unpack: ins.unpack,
+      keepGitDir: ins.keepGitDir,
+      loc: { file: ins.loc.file, line: ins.loc.line },
+    };
+    const workdir = cfg.WorkingDir || '/';
     this.log(head);
-    await this.layerStep(ins.text, keyText, createdBy, async (rootfs) => {
-      const srcRoot = from !== undefined ? await this.sourceDir(from, ins) : o.contextDir;
-      await copyFiles({
-        kind: ins.kind,
-        srcs,
-        dest,
-        workdir: cfg.WorkingDir || '/',
-        srcRoot,
-        fromContext: from === undefined,
-        rootfs,
-        chown,
-        chmod,
-        heredocs: ins.heredocs,
-        expandHeredoc: (s) => this.expand(s, ins),
-        loc: { file: ins.loc.file, line: ins.loc.line },
-        signal: o.signal,
-      });
-    }, ins);
+    let plan: CopyPlan | undefined;
+    try {
+      const source = from === undefined ? { context: o.ctx } : { rootfs: await this.sourceDir(from, ins), name: from };
+      plan = await planCopy(req, source, { signal: o.signal, timestamp: o.timestamp });
+      const p = plan;
+      const inputs: CacheInputs = { files: p.inputs.files, other: { workdir, pending: this.pendingWorkdir ?? null, from: from ?? null } };
+      const createdBy = `/bin/sh -c #(nop) ${ins.text}`;
+      await this.layerStep(ins.text, `${ins.kind} ${JSON.stringify({ srcs, dest, chown: req.chown, chmod: req.chmod, link: req.link, parents: req.parents, exclude: req.exclude, checksum: req.checksum })}`, inputs, createdBy, async (rootfs) => {
+        await applyCopy(p, { rootfs, workdir }, { signal: o.signal, timestamp: o.timestamp });
+      }, ins);
+    } finally {
+      await plan?.dispose();
+      await this.releaseTempSnaps();
+    }
   }
 
   /**
@@ -546,10 +540,11 @@ export class StageExecutor {
    * on the current layers, apply `fn`, diff it into a layer in the store (an empty diff adds no
    * layer), keep it in the layer cache, and record the cache entry.
    */
-  private async layerStep(text: string, keyText: string, createdBy: string | undefined, fn: (rootfs: string) => Promise<void>, ins?: Instr, quietIfEmpty = false): Promise<void> {
+  private async layerStep(text: string, instruction: string, inputs: CacheInputs, createdBy: string | undefined, fn: (rootfs: string) => Promise<void>, ins?: Instr, quietIfEmpty = false): Promise<void> {
     const o = this.o;
     const t0 = performance.now();
-    const key = sha(`${this.key}\n${keyText}`);
+    const parent = this.key;
+    const key = cacheKey(parent, instruction, inputs);
     const created = nowIso(o.timestamp);
     const hist = (empty: boolean, when: string): HistoryEntry => {
       const h: HistoryEntry = { created: when, created_by: createdBy ?? `/bin/sh -c #(nop) ${text}` };
@@ -557,16 +552,20 @@ export class StageExecutor {
       return h;
     };
     if (!o.noCache && o.layers) {
-      const hit = await cacheGet(o.cacheDir, key, o);
-      if (hit) {
-        if (hit.layer && hit.diffID) addLayer(this.state, hit.layer, hit.diffID);
+      const entry = await o.cache.get(key);
+      const l = entry?.result.layer;
+      const usable = entry && (!l || (await o.store.layout.has(l.digest as Digest)));
+      if (entry && usable) {
+        const hit = { layer: l ? ({ mediaType: l.mediaType, digest: l.digest as Digest, size: l.size } as Descriptor) : undefined, created: String(entry.result.history?.created ?? entry.created) };
+        if (hit.layer) addLayer(this.state, hit.layer, l!.diffID as Digest);
         if (hit.layer || !quietIfEmpty) addHistory(this.state, hist(!hit.layer, o.timestamp !== undefined ? created : hit.created));
         this.key = key;
         this.pendingWorkdir = undefined;
-        if (hit.layer || !quietIfEmpty) this.log(`--> Using cache ${key.slice(0, 12)}`);
+        if (hit.layer || !quietIfEmpty) this.log(`--> Using cache ${key.slice(7, 19)}`);
         return;
       }
     }
+    if (o.explainCache && o.layers && !o.noCache) this.log(`--> cache miss: ${await o.cache.explain(parent, instruction, inputs)}`);
     const st = this.state;
     await o.store.ensureLayers(o.snap, st.layers, st.config.rootfs.diff_ids, o.signal);
     const snapKey = `step-${process.pid}-${randomBytes(6).toString('hex')}`;
@@ -600,7 +599,15 @@ export class StageExecutor {
         committed = true;
       }
       if (!empty || !quietIfEmpty) addHistory(st, hist(empty, created));
-      if (o.layers) await cachePut(o.cacheDir, key, { ...(layer ? { layer, diffID: res.diffID } : {}), created });
+      if (o.layers) {
+        const h = hist(empty, created);
+        await o.cache.put(key, {
+          parent,
+          instruction,
+          inputs,
+          result: { ...(layer ? { layer: { digest: layer.digest, diffID: res.diffID, size: layer.size, mediaType: layer.mediaType } } : {}), history: { ...h } },
+        });
+      }
       this.key = key;
       if (!empty || !quietIfEmpty) this.log(`--> ${empty ? 'no changes' : res.diffID.slice(7, 19)} (${fmtDuration(performance.now() - t0)})`);
     } catch (e) {
@@ -679,127 +686,6 @@ export async function pruneUnchangedDirs(snap: Snapshotter, key: string, parents
     return true;
   };
   await visit('');
-}
-
-// ---- COPY/ADD (minimal, until src/builder/copyfiles.ts lands) ----------------------
-
-export interface CopyFilesOptions {
-  kind: 'COPY' | 'ADD';
-  srcs: string[];
-  dest: string;
-  workdir: string;
-  srcRoot: string;
-  fromContext: boolean;
-  rootfs: string;
-  chown?: string | undefined;
-  chmod?: string | undefined;
-  heredocs: { name: string; content: string; expand: boolean; chomp: boolean }[];
-  expandHeredoc: (s: string) => string;
-  loc: { file: string; line: number };
-  signal: AbortSignal;
-}
-
-function globToRe(g: string): RegExp {
-  let re = '';
-  for (let i = 0; i < g.length; i++) {
-    const c = g[i]!;
-    if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else if (c === '[') {
-      const j = g.indexOf(']', i);
-      if (j < 0) re += '\\[';
-      else {
-        re += '[' + g.slice(i + 1, j).replace(/^!/, '^') + ']';
-        i = j;
-      }
-    } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
-  }
-  return new RegExp(`^${re}$`);
-}
-
-async function expandGlob(root: string, pattern: string): Promise<string[]> {
-  const parts = posix.resolve('/', pattern).split('/').filter(Boolean);
-  let cur = [''];
-  for (const p of parts) {
-    const next: string[] = [];
-    if (!/[*?[]/.test(p)) {
-      for (const c of cur) next.push(`${c}/${p}`);
-    } else {
-      const re = globToRe(p);
-      for (const c of cur) {
-        let names: string[] = [];
-        try {
-          names = await readdir(join(root, c));
-        } catch {}
-        for (const n of names.sort()) if (re.test(n)) next.push(`${c}/${n}`);
-      }
-    }
-    cur = next;
-  }
-  return cur.length ? cur : [];
-}
-
-export async function copyFiles(o: CopyFilesOptions): Promise<void> {
-  const destAbs = posix.resolve(o.workdir, o.dest);
-  const destIsDir = o.dest.endsWith('/') || o.dest === '.' || o.srcs.length > 1;
-  let uid = 0;
-  let gid = 0;
-  if (o.chown) {
-    const u = await resolveUser(o.rootfs, o.chown);
-    uid = u.uid;
-    gid = o.chown.includes(':') ? u.gid : u.gid;
-  }
-  const mode = o.chmod !== undefined ? parseInt(o.chmod, 8) : undefined;
-  if (o.chmod !== undefined && !/^[0-7]{3,4}$/.test(o.chmod)) throw new DockerfileError(`invalid --chmod=${o.chmod} (want octal)`, o.loc);
-  const fixOwner = async (p: string): Promise<void> => {
-    const st = await lstat(p);
-    await lchown(p, uid, gid);
-    if (mode !== undefined && !st.isSymbolicLink()) await chmod(p, mode);
-    if (st.isDirectory()) for (const n of await readdir(p)) await fixOwner(join(p, n));
-  };
-  const target = async (name: string, isDirSrc: boolean): Promise<string> => {
-    let existingDir = false;
-    try {
-      existingDir = (await lstat(await resolveInRoot(o.rootfs, destAbs))).isDirectory();
-    } catch {}
-    const rel = isDirSrc ? destAbs : destIsDir || existingDir ? posix.join(destAbs, name) : destAbs;
-    return resolveInRoot(o.rootfs, rel);
-  };
-  for (const h of o.heredocs) {
-    if (!o.srcs.some((s) => s.replace(/^<<-?["']?/, '').replace(/["']$/, '') === h.name)) continue;
-    let content = h.chomp ? h.content.replace(/^\t+/gm, '') : h.content;
-    if (h.expand) content = o.expandHeredoc(content);
-    const t = await target(h.name, false);
-    await mkdir(posix.dirname(t), { recursive: true });
-    await writeFile(t, content, { mode: 0o644 });
-    await fixOwner(t);
-  }
-  for (const s of o.srcs) {
-    if (/^<<-?/.test(s)) continue;
-    if (/^https?:\/\//.test(s)) throw new DockerfileError(`${o.kind} of a URL is not supported yet`, o.loc);
-    const matches = /[*?[]/.test(s) ? await expandGlob(o.srcRoot, s) : [posix.resolve('/', s)];
-    if (!matches.length) throw new DockerfileError(`${o.kind} ${s}: no source files were specified (no match in the build context)`, o.loc);
-    for (const m of matches) {
-      const abs = o.fromContext ? join(o.srcRoot, m) : await resolveInRoot(o.srcRoot, m);
-      let st;
-      try {
-        st = await lstat(abs);
-      } catch {
-        throw new DockerfileError(`${o.kind} ${s}: ${m.slice(1) || '.'} not found${o.fromContext ? ' in the build context' : ''}`, o.loc);
-      }
-      const t = await target(posix.basename(m), st.isDirectory());
-      await mkdir(st.isDirectory() ? t : posix.dirname(t), { recursive: true });
-      if (st.isDirectory()) {
-        for (const n of await readdir(abs)) {
-          await cp(join(abs, n), join(t, n), { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, force: true });
-          await fixOwner(join(t, n));
-        }
-      } else {
-        await cp(abs, t, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, force: true });
-        await fixOwner(t);
-      }
-    }
-  }
 }
 
 /** Collect writes into a string (tests). */

@@ -110,6 +110,8 @@ export async function budCommand(context: string | undefined, opts: Record<strin
     log,
     runOutput: quiet ? 'ignore' : logStream ?? process.stderr,
     signal: rootController.signal,
+    explainCache: !!opts.explainCache,
+    ignoreFile: opts.ignorefile as string | undefined,
   });
   if (opts.push) {
     const { pushImage } = await import('../builder/transfer.js');

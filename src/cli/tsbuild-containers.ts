@@ -116,7 +116,8 @@ export async function copyCommand(kind: 'COPY' | 'ADD', name: string, paths: str
   const store = await ctx(g);
   const c = await store.container(name);
   const { applyChange } = await import('../builder/working.js');
-  const { copyFiles } = await import('../builder/executor.js');
+  const { copyFiles } = await import('../builder/copyfiles.js');
+  const { openContext } = await import('../builder/context.js');
   const dest = paths.length > 1 ? paths[paths.length - 1]! : '/';
   const srcs = paths.length > 1 ? paths.slice(0, -1) : paths;
   const { resolve, dirname, basename } = await import('node:path');
@@ -124,21 +125,13 @@ export async function copyCommand(kind: 'COPY' | 'ADD', name: string, paths: str
     applyChange(store, snap, c, `/bin/sh -c #(nop) ${kind} ${srcs.join(' ')} in ${dest}`, async (rootfs) => {
       for (const s of srcs) {
         const abs = resolve(s);
-        await copyFiles({
-          kind,
-          srcs: [basename(abs)],
-          dest,
-          workdir: c.config.config?.WorkingDir || '/',
-          srcRoot: dirname(abs),
-          fromContext: true,
-          rootfs,
-          chown: opts.chown as string | undefined,
-          chmod: opts.chmod as string | undefined,
-          heredocs: [],
-          expandHeredoc: (x) => x,
-          loc: { file: 'command line', line: 0 },
-          signal: rootController.signal,
-        });
+        const ctx = await openContext(dirname(abs), { cacheDir: false, ignoreFile: opts.ignorefile as string | undefined });
+        await copyFiles(
+          { kind, srcs: [basename(abs)], dest, chown: opts.chown as string | undefined, chmod: opts.chmod as string | undefined, loc: { file: 'command line', line: 0 } },
+          { context: ctx },
+          { rootfs, workdir: c.config.config?.WorkingDir || '/' },
+          { signal: rootController.signal },
+        );
       }
     }, { signal: rootController.signal }),
   );

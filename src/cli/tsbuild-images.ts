@@ -104,7 +104,7 @@ export async function rmiCommand(images: string[], opts: Record<string, unknown>
       process.stderr.write(`tsbuild rmi: ${(e as Error).message}\n`);
     }
   }
-  await store.layout.gc();
+  await gcStore(store);
   if (failed) process.exitCode = 1;
 }
 
@@ -157,32 +157,61 @@ async function dirSize(d: string): Promise<number> {
   return n;
 }
 
+function parseBytes(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(v.trim());
+  if (!m) throw new UsageError(`invalid size ${JSON.stringify(v)} (e.g. 500MB, 2GB)`);
+  const mult: Record<string, number> = { '': 1, k: 1e3, m: 1e6, g: 1e9, t: 1e12 };
+  return Math.round(Number(m[1]) * mult[m[2]!.toLowerCase()]!);
+}
+
+/** Store GC that keeps what images and the build cache reference. */
+export async function gcStore(store: import('../builder/store.js').ImageStore): Promise<{ removed: number; bytes: number }> {
+  const { BuildCache } = await import('../builder/cache.js');
+  const cache = await BuildCache.open(join(store.root, 'cache'));
+  const keep = await store.layout.reachable();
+  for (const d of await cache.referencedDigests()) keep.add(d as never);
+  let removed = 0;
+  let bytes = 0;
+  for await (const d of store.layout.digests()) {
+    if (keep.has(d)) continue;
+    const st = await store.layout.stat(d);
+    if (await store.layout.delete(d)) {
+      removed++;
+      bytes += st?.size ?? 0;
+    }
+  }
+  return { removed, bytes };
+}
+
 export async function pruneCommand(opts: Record<string, unknown>, g: Record<string, unknown>): Promise<void> {
   const store = await openStore(g);
+  const { BuildCache } = await import('../builder/cache.js');
   for (const i of await store.images()) if (i.names.length === 0) await store.rmi(i.desc.digest, true).catch(() => {});
-  const r = await store.layout.gc();
-  let freed = r.bytes;
-  const cache = join(store.root, 'build-cache');
-  freed += await dirSize(cache);
-  await rm(cache, { recursive: true, force: true });
+  const cache = await BuildCache.open(join(store.root, 'cache'));
+  const pr = await cache.prune(
+    opts.all ? { all: true } : opts.keepStorage !== undefined ? { maxBytes: parseBytes(String(opts.keepStorage)) } : { maxAgeMs: 7 * 24 * 3600e3 },
+  );
+  let freed = 0;
   if (opts.all) {
     const mounts = join(store.root, 'build-cache-mounts');
     freed += await dirSize(mounts);
     await rm(mounts, { recursive: true, force: true });
   }
-  // unpacked layers not used by any stored image
+  const r = await gcStore(store);
+  freed += r.bytes;
+  // unpacked layers not used by any stored image or working container
   const used = new Set<string>();
   for (const i of await store.images()) for (const d of i.config.rootfs.diff_ids) used.add(d.slice(7));
   for (const c of await store.containers()) for (const d of c.config.rootfs.diff_ids) used.add(d.slice(7));
+  for await (const e of cache.entries()) if (e.result.layer) used.add(e.result.layer.diffID.slice(7));
   const layers = join(store.root, 'layers');
   for (const n of await readdir(layers).catch(() => [] as string[])) {
     if (!/^[0-9a-f]{64}$/.test(n) || used.has(n)) continue;
-    const short = n.slice(0, 16);
     freed += await dirSize(join(layers, n));
     await rm(join(layers, n), { recursive: true, force: true });
-    await rm(join(layers, 'l', short), { force: true });
+    await rm(join(layers, 'l', n.slice(0, 16)), { force: true });
   }
-  process.stdout.write(`removed ${r.removed.length} blobs, freed ${human(freed)}\n`);
+  process.stdout.write(`removed ${pr.removed.length} cache entries and ${r.removed} blobs, freed ${human(freed)}\n`);
 }
 
 export async function infoCommand(g: Record<string, unknown>): Promise<void> {

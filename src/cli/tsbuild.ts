@@ -23,6 +23,8 @@ export function program(): Command {
       .option('--build-arg-file <file>', 'build arguments from a file (K=V lines)', collect, [])
       .option('--layers [bool]', 'cache every step as a layer (default true)', 'true')
       .option('--no-cache', 'do not use cached steps')
+      .option('--explain-cache', 'print, for each step that missed the cache, which input changed')
+      .option('--ignorefile <file>', 'ignore file instead of .containerignore/.dockerignore')
       .addOption(new Option('--pull [policy]', 'pull policy').choices(['always', 'missing', 'never', 'ifnewer', 'true', 'false']).default('missing'))
       .option('--pull-always', 'same as --pull=always')
       .option('--pull-never', 'same as --pull=never')
@@ -84,8 +86,8 @@ export function program(): Command {
 
   p.command('prune')
     .description('remove unnamed images, unreferenced blobs, unused layers and the build cache')
-    .option('-a, --all', 'also the build cache and cache mounts')
-    .option('--keep-storage <bytes>', 'keep at most this much build cache (not yet: all or nothing)')
+    .option('-a, --all', 'remove the whole build cache and the RUN cache mounts')
+    .option('--keep-storage <size>', 'keep at most this much build cache (least recently used go first), e.g. 2GB')
     .action(async (opts: Record<string, unknown>, cmd: Command) => (await import('./tsbuild-images.js')).pruneCommand(opts, cmd.optsWithGlobals()));
 
   p.command('info')

@@ -120,6 +120,28 @@ describe('tsbuild executor', () => {
     noLeftovers(root);
   });
 
+  it('cache: an ignored or unrelated file keeps hits, a used file misses and --explain-cache names it', async (t) => {
+    const root = tempDir(t, 'root');
+    const ctx = context(t, 'FROM busybox\nCOPY app/ /app/\nRUN ls /app > /list\n', {
+      '.dockerignore': 'app/*.log\n',
+      'app/main.txt': 'main\n',
+      'app/debug.log': 'log\n',
+      'unrelated.txt': 'u\n',
+    });
+    await bud(root, ctx);
+    writeFileSync(join(ctx, 'app/debug.log'), 'more log\n');
+    writeFileSync(join(ctx, 'unrelated.txt'), 'changed\n');
+    const hits = await bud(root, ctx, { explainCache: true });
+    assert.equal(hits.lines.filter((l) => l.includes('Using cache')).length, 2, hits.lines.join('\n'));
+    writeFileSync(join(ctx, 'app/main.txt'), 'main v2\n');
+    const miss = await bud(root, ctx, { explainCache: true });
+    assert.equal(miss.lines.filter((l) => l.includes('Using cache')).length, 0);
+    const why = miss.lines.find((l) => l.includes('cache miss'));
+    assert.ok(why && why.includes('main.txt'), miss.lines.join('\n'));
+    const out = await rootfsOf(t, root, ctx);
+    assert.deepEqual(readdirSync(join(out.dest, 'app')), ['main.txt'], '.dockerignore keeps debug.log out');
+  });
+
   it('builds multi-stage graphs: COPY --from, FROM <stage>, --target builds only what it needs', async (t) => {
     const root = tempDir(t, 'root');
     const ctx = context(
