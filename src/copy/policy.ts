@@ -17,7 +17,7 @@ import { TsimageError, UsageError, type Digest, type ImageReference } from '../o
 import { loadPublicKey } from './sign/keys.js';
 import { checkCandidate, normalizedNamed, parseSignedIdentity, type SignatureCandidate, type SignedIdentity } from './sign/verify.js';
 import { findSignatures } from './sign/attachments.js';
-import { transportRepo } from './sign/repo.js';
+import { layoutOf, sourceRepo } from './sign/repo.js';
 import type { ImageName, ImageSource, ManifestBytes } from './types.js';
 import type { Io } from '../oci/index.js';
 
@@ -406,8 +406,8 @@ export function policySubject(name: ImageName, manifestDigest: Digest, signature
 export async function enforcePolicy(policy: Policy, src: ImageSource, manifest: ManifestBytes, io?: Io): Promise<PolicyDecision> {
   const subject = policySubject(src.name, manifest.digest, async () => {
     // a transport that cannot hold signatures (dir:, archives): there are none
-    if (!src.manifestByRef) return [];
-    const found = await findSignatures(transportRepo(src), manifest.digest, io);
+    if (!src.manifestByRef && !layoutOf(src)) return [];
+    const found = await findSignatures(sourceRepo(src), manifest.digest, io);
     return found.candidates;
   });
   return evaluatePolicy(policy, subject);

@@ -6,7 +6,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { digestOf, OciLayout, type Descriptor, type Digest } from '../../src/oci/index.js';
 import {
@@ -272,5 +272,34 @@ describe('carrying signatures and referrers', () => {
     await carryAttachments(layoutRepo(layout), layoutRepo(dst), digest);
     assert.equal(readFileSync(join(dir, 'dst', 'index.json'), 'utf8'), before);
     assert.equal(referrersFallbackTag(digest), `sha256-${digest.slice(7)}`);
+  });
+});
+
+describe('policy on copy from an OCI layout', () => {
+  it('a referrer-only signature in the layout satisfies sigstoreSigned (exactReference); an unsigned layout is refused and the destination stays empty', async (t) => {
+    const { dir, image, keys } = await setup(t);
+    const pol = join(dir, 'policy.json');
+    writeFileSync(
+      pol,
+      JSON.stringify({
+        default: [{ type: 'reject' }],
+        transports: { oci: { '': [{ type: 'sigstoreSigned', keyPath: keys.pub, signedIdentity: { type: 'exactReference', dockerReference: 'r.example/app:1' } }] } },
+      }),
+    );
+    const refused = tscopy(['copy', '--quiet', '--policy', pol, image, `oci:${join(dir, 'out')}:v1`]);
+    assert.equal(refused.status, 1);
+    assert.match(refused.stderr, /transports\.oci\[""\]\[0\] \(sigstoreSigned\): A signature was required, but no signature exists/);
+    const blobsOut = join(dir, 'out', 'blobs', 'sha256');
+    assert.ok(!existsSync(blobsOut) || readdirSync(blobsOut).length === 0, 'nothing written');
+    ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'r.example/app:1', '--referrer', '--no-tag-storage', image]);
+    ok(['copy', '--quiet', '--policy', pol, image, `oci:${join(dir, 'out')}:v1`]);
+    // the signature travelled with it (as a referrer in the destination layout)
+    ok(['verify', '--key', keys.pub, '--identity', 'r.example/app:1', `oci:${join(dir, 'out')}:v1`]);
+    // signed for another identity: refused
+    const pol2 = join(dir, 'policy2.json');
+    writeFileSync(pol2, readFileSync(pol, 'utf8').replace('r.example/app:1', 'r.example/app:2'));
+    const r2 = tscopy(['copy', '--quiet', '--policy', pol2, image, `oci:${join(dir, 'out2')}:v1`]);
+    assert.equal(r2.status, 1);
+    assert.match(r2.stderr, /does not match r\.example\/app:2 \(exactReference\)/);
   });
 });

@@ -8,11 +8,11 @@
  * The hooks take a small structural context so the engine's own context type fits it.
  */
 import type { KeyObject } from 'node:crypto';
-import { OciLayout, type Digest, type Io } from '../../oci/index.js';
+import type { Digest, Io } from '../../oci/index.js';
 import type { ImageDestination, ImageSource, ManifestBytes } from '../types.js';
 import { enforcePolicy, type Policy, type PolicyDecision } from '../policy.js';
 import { carryAttachments, signImage, type CarryResult, type SignResult } from './attachments.js';
-import { layoutRepo, transportRepo, type ArtifactRepo } from './repo.js';
+import { layoutOf, layoutRepo, sourceRepo, transportRepo, type ArtifactRepo } from './repo.js';
 import { normalizedNamed } from './verify.js';
 
 /** What the hooks need to see of a copy. */
@@ -47,17 +47,6 @@ export interface SigningCopyReport {
   policy?: PolicyDecision | undefined;
   carried?: CarryResult | undefined;
   signed?: SignResult | undefined;
-}
-
-function layoutOf(x: unknown): OciLayout | undefined {
-  const l = (x as { layout?: unknown } | undefined)?.layout;
-  return l instanceof OciLayout ? l : undefined;
-}
-
-/** The source as an ArtifactRepo: a layout directly (referrers by subject), else the transport. */
-export function sourceRepo(src: ImageSource): ArtifactRepo {
-  const l = layoutOf(src);
-  return l ? layoutRepo(l, String(src.name)) : transportRepo(src);
 }
 
 /** The destination as a read/write ArtifactRepo. */

@@ -19,7 +19,7 @@ import {
   type Descriptor,
   type Digest,
   type Io,
-  type OciLayout,
+  OciLayout,
 } from '../../oci/index.js';
 import { UsageError } from '../../oci/index.js';
 import type { ImageDestination, ImageSource, ManifestBytes } from '../types.js';
@@ -165,4 +165,16 @@ export function transportRepo(src: ImageSource, dst?: ImageDestination): Artifac
       return src.referrers(d, io);
     },
   };
+}
+
+/** The OciLayout behind a transport's source/destination (the oci: transport exposes `.layout`). */
+export function layoutOf(x: unknown): OciLayout | undefined {
+  const l = (x as { layout?: unknown } | undefined)?.layout;
+  return l instanceof OciLayout ? l : undefined;
+}
+
+/** A source as an ArtifactRepo: a layout directly (referrers by subject), else the transport. */
+export function sourceRepo(src: ImageSource): ArtifactRepo {
+  const l = layoutOf(src);
+  return l ? layoutRepo(l, String(src.name)) : transportRepo(src);
 }
