@@ -303,3 +303,33 @@ describe('policy on copy from an OCI layout', () => {
     assert.match(r2.stderr, /does not match r\.example\/app:2 \(exactReference\)/);
   });
 });
+
+describe('carrying with manifest lists', () => {
+  it('--all carries the list\'s and each instance\'s signatures; a single instance copied from a list carries the instance\'s', async (t) => {
+    const { dir, layout, digest, keys } = await setup(t);
+    const img = await manifestJson(layout, 'latest');
+    const cfg = JSON.parse((await layout.readBytes(img.doc.config.digest)).toString());
+    const index = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.index.v1+json',
+        manifests: [{ mediaType: img.doc.mediaType ?? 'application/vnd.oci.image.manifest.v1+json', digest, size: img.bytes.length, platform: { os: cfg.os, architecture: cfg.architecture } }],
+      }),
+    );
+    const idx = await layout.putBytes('application/vnd.oci.image.index.v1+json', index);
+    await layout.tag('multi', idx);
+    const src = join(dir, 'img');
+    ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'r.example/app:multi', `oci:${src}:multi`]);
+    ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'r.example/app:multi', `oci:${src}@${digest}`]);
+    ok(['copy', '--quiet', '--insecure-policy', '--all', `oci:${src}:multi`, `oci:${join(dir, 'all')}:m`]);
+    const all = await OciLayout.open(join(dir, 'all'));
+    assert.ok(await all.find(signatureTag(idx.digest)), 'the list\'s signature');
+    assert.ok(await all.find(signatureTag(digest)), 'the instance\'s signature');
+    ok(['copy', '--quiet', '--insecure-policy', `oci:${src}:multi`, `oci:${join(dir, 'one')}:m`]);
+    const one = await OciLayout.open(join(dir, 'one'));
+    assert.equal((await one.resolve('m')).digest, digest, 'the instance was copied');
+    assert.ok(await one.find(signatureTag(digest)), 'the instance\'s signature came along');
+    assert.equal(await one.find(signatureTag(idx.digest)), undefined);
+    ok(['verify', '--key', keys.pub, `oci:${join(dir, 'one')}:m`]);
+  });
+});

@@ -8,7 +8,7 @@
  * The hooks take a small structural context so the engine's own context type fits it.
  */
 import type { KeyObject } from 'node:crypto';
-import type { Digest, Io } from '../../oci/index.js';
+import { isDigest, isIndexType, type Digest, type Io } from '../../oci/index.js';
 import type { ImageDestination, ImageSource, ManifestBytes } from '../types.js';
 import { enforcePolicy, type Policy, type PolicyDecision } from '../policy.js';
 import { carryAttachments, signImage, type CarryResult, type SignResult } from './attachments.js';
@@ -57,6 +57,17 @@ export async function destinationRepo(dst: ImageDestination, reader?: ImageSourc
   return transportRepo(reader, dst);
 }
 
+/** Digests of an index's instances (empty for an image manifest). */
+function childDigests(m: ManifestBytes): Digest[] {
+  if (!isIndexType(m.mediaType)) return [];
+  try {
+    const doc = JSON.parse(m.bytes.toString('utf8')) as { manifests?: { digest?: unknown }[] };
+    return (doc.manifests ?? []).map((c) => c.digest).filter((d): d is Digest => isDigest(d));
+  } catch {
+    return [];
+  }
+}
+
 /** The engine's hooks for one copy; `report` collects what they did. */
 export function signingHooks(o: SigningCopyOptions): {
   beforeWrite: (ctx: CopyHookContext) => Promise<void>;
@@ -82,11 +93,23 @@ export function signingHooks(o: SigningCopyOptions): {
       try {
         if (!layoutOf(ctx.destination)) reader = await o.openDestinationReader?.(ctx.destination);
         const dst = await destinationRepo(ctx.destination, reader);
-        if (wantCarry) {
-          if (destDigest !== ctx.sourceManifest.digest)
+        if (wantCarry && (ctx.source.manifestByRef || layoutOf(ctx.source))) {
+          const written = ctx.destManifest ?? ctx.sourceManifest;
+          const srcChildren = childDigests(ctx.sourceManifest);
+          if (destDigest !== ctx.sourceManifest.digest && !srcChildren.includes(destDigest))
             o.log?.(`Signatures not copied: the manifest changed (${ctx.sourceManifest.digest} -> ${destDigest}), so they no longer apply`);
-          else if (ctx.source.manifestByRef || layoutOf(ctx.source))
-            report.carried = await carryAttachments(sourceRepo(ctx.source), dst, destDigest, { log: o.log }, ctx.io);
+          else {
+            // the image's own signatures and referrers, and those of each instance of a copied list
+            // (cosign sign --recursive signs every instance)
+            const srcRepo = sourceRepo(ctx.source);
+            const total: CarryResult = { sigTag: false, referrers: [] };
+            for (const d of [destDigest, ...childDigests(written)]) {
+              const r = await carryAttachments(srcRepo, dst, d, { log: o.log }, ctx.io);
+              total.sigTag ||= r.sigTag;
+              total.referrers.push(...r.referrers);
+            }
+            report.carried = total;
+          }
         }
         if (o.signBy) {
           const m = ctx.destManifest ?? ctx.sourceManifest;
