@@ -67,28 +67,51 @@ export interface GcReport {
 /** Coordinates in-process GC with manifest pushes (see the module comment). */
 export class GcCoordinator {
   private readonly protectedAt = new Map<string, number>();
+  private readonly inFlight = new Map<string, number>();
   private readonly claimed = new Set<string>();
   private readonly deletedAt = new Map<string, number>();
   running = false;
 
   constructor(private readonly holdMs = 10 * 60_000) {}
 
-  /** A manifest PUT references these (synchronous check-and-protect). Throws when GC already claimed one. */
-  protect(digests: Iterable<Digest>): void {
-    const now = Date.now();
+  /**
+   * A manifest PUT references these (synchronous check-and-protect). Throws when GC already
+   * claimed one. Returns the release to call when the PUT is over (stored or refused): from
+   * then on the digests count as protected only for a GC that started before the release
+   * (a GC starting later sees the stored manifest when it marks).
+   */
+  protect(digests: Iterable<Digest>): () => void {
     const list = [...digests];
     for (const d of list) {
       if (this.claimed.has(d)) {
         throw new OciError('MANIFEST_BLOB_UNKNOWN', `blob ${d} was just removed by garbage collection; push it again`, { detail: { digest: d } });
       }
     }
-    for (const d of list) this.protectedAt.set(d, now);
+    const now = Date.now();
+    for (const d of list) {
+      this.inFlight.set(d, (this.inFlight.get(d) ?? 0) + 1);
+      this.protectedAt.set(d, now);
+    }
     if (this.protectedAt.size > 100_000) this.prune(now);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const end = Date.now();
+      for (const d of list) {
+        const n = (this.inFlight.get(d) ?? 1) - 1;
+        if (n <= 0) this.inFlight.delete(d);
+        else this.inFlight.set(d, n);
+        this.protectedAt.set(d, end);
+      }
+    };
   }
 
+  /** Referenced by a manifest PUT in flight, or by one that ended after `since` (a GC's start) minus a little slack. */
   isProtected(d: Digest, since: number): boolean {
+    if (this.inFlight.has(d)) return true;
     const t = this.protectedAt.get(d);
-    return t !== undefined && t >= since - this.holdMs;
+    return t !== undefined && t >= since - 2000;
   }
 
   /** GC: take a blob for deletion unless a push protected it since `since`. */

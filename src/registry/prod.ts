@@ -57,8 +57,12 @@ export class ProductionStore extends RegistryStore {
   override async putManifest(repo: string, reference: string, bytes: Buffer, contentType: string | undefined, o: PutManifestOptions = {}): Promise<ManifestInfo> {
     const refs = manifestReferences(bytes, contentType?.split(';')[0]?.trim() || undefined);
     const self = reference.includes(':') ? (reference as Digest) : digestOf(bytes);
-    this.gc.protect([...refs, self]);
-    return super.putManifest(repo, reference, bytes, contentType, o);
+    const release = this.gc.protect([...refs, self]);
+    try {
+      return await super.putManifest(repo, reference, bytes, contentType, o);
+    } finally {
+      release();
+    }
   }
 
   override async statBlob(repo: string, d: Digest): Promise<number | undefined> {
