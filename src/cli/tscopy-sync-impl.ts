@@ -1,6 +1,65 @@
 /** tscopy sync (loaded lazily by tscopy-copy.ts). */
-import { UsageError } from '../oci/index.js';
+import { TsimageError, UsageError } from '../oci/index.js';
+import { sync } from '../copy/sync.js';
+import { cliReporter } from '../copy/progress.js';
+import type { CopyOptions } from '../copy/engine.js';
+import { openOptions, platformFrom, runCopy, signingHooks, summaryLine } from './tscopy-copy-impl.js';
+import { rootController } from './common.js';
 
-export async function syncCmd(_src: string, _dest: string, _opts: Record<string, unknown>): Promise<number> {
-  throw new UsageError('sync: not implemented yet');
+type Opts = Record<string, unknown>;
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+export async function syncCmd(srcArg: string, destArg: string, opts: Opts): Promise<number> {
+  const srcTransport = str(opts.src) as 'docker' | 'dir' | 'yaml';
+  const destTransport = str(opts.dest) as 'docker' | 'dir';
+  if (srcTransport === 'dir' && destTransport === 'dir') throw new UsageError('sync from dir to dir is not supported');
+  const quiet = opts.quiet === true;
+  const log = (s: string) => void (quiet ? undefined : process.stdout.write(`${s}\n`));
+  const srcOpen = openOptions(opts, 'src');
+  const destOpen = openOptions(opts, 'dest');
+  const hooks = await signingHooks(opts, destOpen, (s) => process.stderr.write(`${s}\n`));
+  const retryTimes = typeof opts.retryTimes === 'number' ? opts.retryTimes : 0;
+  const base: CopyOptions = {
+    signal: rootController.signal,
+    all: opts.all === true,
+    platform: platformFrom(opts),
+    format: str(opts.format) as CopyOptions['format'],
+    destCompress: str(opts.destCompressFormat) as CopyOptions['destCompress'],
+    jobs: typeof opts.jobs === 'number' ? opts.jobs : undefined,
+    preserveDigests: opts.preserveDigests === true,
+    removeSignatures: opts.removeSignatures === true,
+    ...hooks,
+  };
+  const summary = await sync(srcArg, destArg, {
+    signal: rootController.signal,
+    srcTransport,
+    destTransport,
+    scoped: opts.scoped === true,
+    all: opts.all === true,
+    dryRun: opts.dryRun === true,
+    prune: opts.prune === true,
+    keepGoing: opts.keepGoing === true,
+    converting: base.format !== undefined || base.destCompress !== undefined,
+    platform: base.platform,
+    srcOpen,
+    destOpen,
+    log,
+    copy: async (src, dest, so) => {
+      const reporter = cliReporter({ quiet: quiet || !process.stdout.isTTY ? true : false });
+      try {
+        const r = await runCopy({ src, dest, options: { ...base, reporter }, srcOpen: { ...srcOpen, ...so }, destOpen, retryTimes }, log);
+        log(`  ${summaryLine(r)}`);
+        return r;
+      } finally {
+        reporter.stop();
+      }
+    },
+  });
+  const s = summary;
+  process.stdout.write(
+    `${opts.dryRun ? 'Dry run: would sync' : 'Synced'} ${s.copied + s.skipped + s.failed} image(s): ${s.copied} ${opts.dryRun ? 'to copy' : 'copied'}, ${s.skipped} skipped (up to date), ${s.failed} failed${opts.prune ? `, ${s.pruned} ${opts.dryRun ? 'to delete' : 'deleted'}` : ''}\n`,
+  );
+  // runMain sets the exit code from what the program returns (nothing): failures are reported by throwing.
+  if (s.failed > 0) throw new TsimageError(`sync: ${s.failed} image(s) failed: ${s.failures.map((f) => f.image).join(', ')}`);
+  return 0;
 }
