@@ -8,7 +8,7 @@
  * The hooks take a small structural context so the engine's own context type fits it.
  */
 import type { KeyObject } from 'node:crypto';
-import { isDigest, isIndexType, type Digest, type Io } from '../../oci/index.js';
+import { isDigest, isIndexType, UsageError, type Digest, type Io } from '../../oci/index.js';
 import type { ImageDestination, ImageSource, ManifestBytes } from '../types.js';
 import { enforcePolicy, type Policy, type PolicyDecision } from '../policy.js';
 import { carryAttachments, signImage, type CarryResult, type SignResult } from './attachments.js';
@@ -53,7 +53,7 @@ export interface SigningCopyReport {
 export async function destinationRepo(dst: ImageDestination, reader?: ImageSource): Promise<ArtifactRepo> {
   const l = layoutOf(dst);
   if (l) return layoutRepo(l, String(dst.name));
-  if (!reader) throw new Error(`${dst.name}: no reader for the destination`);
+  if (!reader) throw new UsageError(`${dst.name}: no reader for the destination`);
   return transportRepo(reader, dst);
 }
 
@@ -72,6 +72,11 @@ function childDigests(m: ManifestBytes): Digest[] {
 export function signingHooks(o: SigningCopyOptions): {
   beforeWrite: (ctx: CopyHookContext) => Promise<void>;
   afterManifest: (ctx: CopyHookContext) => Promise<void>;
+  /**
+   * Carrying only (no signing): for an image sync finds up to date, so signatures and referrers added at the
+   * source since the last run still travel. ctx.destManifest = the manifest already there.
+   */
+  carryOnly: (ctx: CopyHookContext) => Promise<void>;
   report: SigningCopyReport;
 } {
   const report: SigningCopyReport = {};
@@ -80,63 +85,70 @@ export function signingHooks(o: SigningCopyOptions): {
     async beforeWrite(ctx) {
       if (o.policy) report.policy = await enforcePolicy(o.policy, ctx.source, ctx.sourceManifest, ctx.io);
     },
+    async carryOnly(ctx) {
+      await after(ctx, false);
+    },
     async afterManifest(ctx) {
-      const wantCarry = !o.removeSignatures;
-      if (!wantCarry && !o.signBy) return;
-      if (!ctx.destination.caps.acceptsSignatures) {
-        if (o.signBy) throw new Error(`${ctx.destination.name}: this destination cannot store signatures (--sign-by-key needs a registry or an OCI layout)`);
-        o.log?.(`Signatures and referrers not copied: ${ctx.destination.name} cannot store them`);
-        return;
-      }
-      const destDigest: Digest = ctx.destManifest?.digest ?? ctx.sourceManifest.digest;
-      let reader: ImageSource | undefined;
-      try {
-        if (!layoutOf(ctx.destination)) reader = await o.openDestinationReader?.(ctx.destination);
-        const dst = await destinationRepo(ctx.destination, reader);
-        if (wantCarry && (ctx.source.manifestByRef || layoutOf(ctx.source))) {
-          const written = ctx.destManifest ?? ctx.sourceManifest;
-          const srcChildren = childDigests(ctx.sourceManifest);
-          if (destDigest !== ctx.sourceManifest.digest && !srcChildren.includes(destDigest))
-            o.log?.(`Signatures not copied: the manifest changed (${ctx.sourceManifest.digest} -> ${destDigest}), so they no longer apply`);
-          else {
-            // the image's own signatures and referrers, and those of each instance of a copied list
-            // (cosign sign --recursive signs every instance)
-            const srcRepo = sourceRepo(ctx.source);
-            const total: CarryResult = { sigTag: false, referrers: [] };
-            for (const d of [destDigest, ...childDigests(written)]) {
-              const r = await carryAttachments(srcRepo, dst, d, { log: o.log }, ctx.io);
-              total.sigTag ||= r.sigTag;
-              total.referrers.push(...r.referrers);
-            }
-            report.carried = total;
-          }
-        }
-        if (o.signBy) {
-          const m = ctx.destManifest ?? ctx.sourceManifest;
-          let identity = o.signIdentity;
-          if (!identity) {
-            const ref = ctx.destination.name.dockerReference;
-            if (!ref) throw new Error(`${ctx.destination.name}: no docker reference to sign for: use --sign-identity`);
-            const r = normalizedNamed(ref);
-            identity = `${r.registry}/${r.repository}${r.tag ? `:${r.tag}` : r.digest ? `@${r.digest}` : ':latest'}`;
-          }
-          report.signed = await signImage(
-            dst,
-            {
-              key: o.signBy,
-              manifestDigest: m.digest,
-              manifestMediaType: m.mediaType,
-              manifestSize: m.bytes.length,
-              dockerReference: identity,
-              referrer: o.signReferrer,
-            },
-            ctx.io,
-          );
-          o.log?.(`Signed ${m.digest} (${identity})`);
-        }
-      } finally {
-        await reader?.close();
-      }
+      await after(ctx, true);
     },
   };
+  async function after(ctx: CopyHookContext, sign: boolean): Promise<void> {
+    const signBy = sign ? o.signBy : undefined;
+    const wantCarry = !o.removeSignatures;
+    if (!wantCarry && !signBy) return;
+    if (!ctx.destination.caps.acceptsSignatures) {
+      if (signBy) throw new UsageError(`${ctx.destination.name}: this destination cannot store signatures (--sign-by-key needs a registry or an OCI layout)`);
+      o.log?.(`Signatures and referrers not copied: ${ctx.destination.name} cannot store them`);
+      return;
+    }
+    const destDigest: Digest = ctx.destManifest?.digest ?? ctx.sourceManifest.digest;
+    let reader: ImageSource | undefined;
+    try {
+      if (!layoutOf(ctx.destination)) reader = await o.openDestinationReader?.(ctx.destination);
+      const dst = await destinationRepo(ctx.destination, reader);
+      if (wantCarry && (ctx.source.manifestByRef || layoutOf(ctx.source))) {
+        const written = ctx.destManifest ?? ctx.sourceManifest;
+        const srcChildren = childDigests(ctx.sourceManifest);
+        if (destDigest !== ctx.sourceManifest.digest && !srcChildren.includes(destDigest))
+          o.log?.(`Signatures not copied: the manifest changed (${ctx.sourceManifest.digest} -> ${destDigest}), so they no longer apply`);
+        else {
+          // the image's own signatures and referrers, and those of each instance of a copied list
+          // (cosign sign --recursive signs every instance)
+          const srcRepo = sourceRepo(ctx.source);
+          const total: CarryResult = { sigTag: false, referrers: [] };
+          for (const d of [destDigest, ...childDigests(written)]) {
+            const r = await carryAttachments(srcRepo, dst, d, { log: o.log }, ctx.io);
+            total.sigTag ||= r.sigTag;
+            total.referrers.push(...r.referrers);
+          }
+          report.carried = total;
+        }
+      }
+      if (signBy) {
+        const m = ctx.destManifest ?? ctx.sourceManifest;
+        let identity = o.signIdentity;
+        if (!identity) {
+          const ref = ctx.destination.name.dockerReference;
+          if (!ref) throw new UsageError(`${ctx.destination.name}: no docker reference to sign for: use --sign-identity`);
+          const r = normalizedNamed(ref);
+          identity = `${r.registry}/${r.repository}${r.tag ? `:${r.tag}` : r.digest ? `@${r.digest}` : ':latest'}`;
+        }
+        report.signed = await signImage(
+          dst,
+          {
+            key: signBy,
+            manifestDigest: m.digest,
+            manifestMediaType: m.mediaType,
+            manifestSize: m.bytes.length,
+            dockerReference: identity,
+            referrer: o.signReferrer,
+          },
+          ctx.io,
+        );
+        o.log?.(`Signed ${m.digest} (${identity})`);
+      }
+    } finally {
+      await reader?.close();
+    }
+  }
 }
