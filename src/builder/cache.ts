@@ -264,10 +264,11 @@ export class BuildCache {
 
   /**
    * Why a step missed: compared with the closest entry built on the same parent (same
-   * instruction first, then fewest differences). One line, e.g.
+   * instruction first, then fewest differences). `label` (default: the instruction) starts the
+   * line, e.g. the instruction as written when the key text is a normalised form. One line, e.g.
    * `COPY app.js /app/: app.js changed (hash a1b2c3d4 -> 0f9e8d7c)`.
    */
-  async explain(parent: string | undefined, instruction: string, inputs: CacheInputs = {}): Promise<string> {
+  async explain(parent: string | undefined, instruction: string, inputs: CacheInputs = {}, label = instruction): Promise<string> {
     const pdir = join(this.dir, 'children', parent ? hexOf(parent) : ROOT_PARENT);
     let kids: string[] = [];
     try {
@@ -287,11 +288,11 @@ export class BuildCache {
     }
     if (!best) {
       return parent
-        ? `${instruction}: not cached (no earlier build of a step on this parent: the previous step is new)`
-        : `${instruction}: not cached (first build of this stage's base)`;
+        ? `${label}: not cached (no earlier build of a step on this parent: the previous step is new)`
+        : `${label}: not cached (first build of this stage's base)`;
     }
-    if (!best.reasons.length) return `${instruction}: not cached (inputs unchanged; the entry was pruned or is incomplete)`;
-    return `${instruction}: ${best.reasons.join('; ')}`;
+    if (!best.reasons.length) return `${label}: not cached (inputs unchanged; the entry was pruned or is incomplete)`;
+    return `${label}: ${best.reasons.join('; ')}`;
   }
 
   /** Every entry (no particular order). */

@@ -644,6 +644,21 @@ export async function applyCopy(plan: CopyPlan, target: CopyTarget, io: CopyIo =
   const ownerOf = (st: { uid: number; gid: number } | undefined) =>
     owner ?? (plan.keepOwners && st ? { uid: st.uid, gid: st.gid } : { uid: 0, gid: 0 });
   const modeOf = (m: number, isDir: boolean) => (chmod ? chmod(m & 0o7777, isDir) : m & 0o7777);
+  /** mkdir -p of a resolved chain; directories it creates are 0755 and owned by --chown's user (as buildah and BuildKit). */
+  const known = new Set<string>(['']);
+  const ensureDirs = (parts: string[]): void => {
+    if (known.has(parts.join('/'))) return;
+    for (let i = 1; i <= parts.length; i++) {
+      const rel = parts.slice(0, i).join('/');
+      if (known.has(rel)) continue;
+      known.add(rel);
+      if (lstatOrSync(R.abs(rel))) continue;
+      mkdirSync(R.abs(rel), { mode: 0o755 });
+      chmodSync(R.abs(rel), 0o755);
+      if (owner) lchownSync(R.abs(rel), owner.uid, owner.gid);
+      R.noteDir(rel);
+    }
+  };
 
   /** Create/overwrite one entry at root-relative `parts` (parent chain resolved in the root). */
   // Small files go through sync calls (no thread-pool hop per syscall: 5,000 files copy several times
@@ -652,7 +667,7 @@ export async function applyCopy(plan: CopyPlan, target: CopyTarget, io: CopyIo =
   const put = async (parts: string[], kind: 'file' | 'dir' | 'symlink' | 'special', src: { abs?: string; st?: Stats; content?: string | Buffer; link?: string; mtime?: number; mode?: number; file?: string }): Promise<void> => {
     io.signal?.throwIfAborted();
     const parent = parts.length > 1 ? dirChain(R, parts.slice(0, -1), req) : [];
-    R.ensureDir(parent);
+    if (!fresh.has(parent.join('/'))) ensureDirs(parent);
     const base = parts[parts.length - 1]!;
     const parentRel = parent.join('/');
     const rel = parent.length ? `${parentRel}/${base}` : base;
@@ -747,10 +762,11 @@ export async function applyCopy(plan: CopyPlan, target: CopyTarget, io: CopyIo =
     const keepParts = it.keep ? it.keep.split('/') : [];
     if (it.archive) {
       // ADD of a local archive: extract into the destination directory
+      // (as buildah: --chown applies to a destination directory it creates, the archive keeps its owners)
       const dirParts = [...destReal, ...keepParts.slice(0, -1)];
       const resolved = dirChain(R, dirParts, req);
-      R.ensureDir(resolved);
-      await extractArchive(req, it.entries[0]!.abs, it.archive, R.abs(resolved.join('/')), it.spec, owner, io);
+      ensureDirs(resolved);
+      await extractArchive(req, it.entries[0]!.abs, it.archive, R.abs(resolved.join('/')), it.spec, io);
       stats.files++;
       continue;
     }
@@ -868,7 +884,6 @@ async function extractArchive(
   c: Compression | 'bzip2' | 'xz',
   destAbs: string,
   spec: string,
-  owner: { uid: number; gid: number } | undefined,
   io: CopyIo,
 ): Promise<void> {
   let body: AsyncIterable<Uint8Array> | Readable = createReadStream(file);
@@ -885,38 +900,6 @@ async function extractArchive(
     fail(req, `${spec}: cannot extract the archive: ${(e as Error).message}`, e);
   } finally {
     ext?.destroy();
-  }
-  if (owner) await chownArchiveEntries(req, file, c, destAbs, owner, io);
-}
-
-/** --chown on an extracted archive: chown exactly the entries the archive holds (read it a second time). */
-async function chownArchiveEntries(
-  req: CopyRequest,
-  file: string,
-  c: Compression | 'bzip2' | 'xz',
-  destAbs: string,
-  o: { uid: number; gid: number },
-  io: CopyIo,
-): Promise<void> {
-  const { readTar } = await import('../oci/index.js');
-  const rs = createReadStream(file);
-  const dec = c === 'bzip2' || c === 'xz' ? externalOrBuiltinDecompressor(c) : decompressStream('auto');
-  rs.pipe(dec);
-  const R = new RootResolver(destAbs);
-  try {
-    for await (const { header, body } of readTar(dec, { signal: io.signal })) {
-      for await (const _ of body) void _;
-      const parts = header.name.split('/').filter((x) => x && x !== '.');
-      if (!parts.length || parts[parts.length - 1]!.startsWith('.wh.')) continue;
-      const parent = R.resolve(parts.slice(0, -1), header.name);
-      const p = R.abs([...parent, parts[parts.length - 1]!].join('/'));
-      await fsp.lchown(p, o.uid, o.gid).catch(() => {});
-    }
-  } catch (e) {
-    fail(req, `--chown on the archive: ${(e as Error).message}`, e);
-  } finally {
-    rs.destroy();
-    dec.destroy();
   }
 }
 

@@ -48,6 +48,8 @@ COPY . /all/
 COPY src/sub/deep.txt /d10/x/y/
 COPY src /d1/
 COPY hl1 hl2 /d11/
+COPY --chown=99:98 a.txt /d12/sub/
+COPY --chown=99:98 a.txt b.txt /d13/
 `;
 
 describe('COPY vs buildah bud', () => {
@@ -121,5 +123,59 @@ describe('COPY vs buildah bud', () => {
     const norm = (l: string) => l.replace(/^f 4755 /, 'f 755 ');
     assert.ok(mine.some((l) => l.startsWith('f 4755 ') && l.includes('sub/setuid')), 'setuid kept');
     assert.deepEqual(mine.map(norm), theirs);
+  });
+
+  it('ADD: local archives extracted (owners, modes, mtimes, links from the tar), --chown, plain files, non-tar .gz', async (t) => {
+    requireTool('buildah');
+    const base = mkdtempSync(join(tmpdir(), 'tsimage-bud-'));
+    const env = { ...process.env, CONTAINERS_CONF: join(PEERS, 'containers.conf') };
+    const B = ['--root', join(base, 'storage'), '--runroot', join(base, 'run'), '--storage-driver', 'vfs'];
+    t.after(() => {
+      try {
+        sh('buildah', [...B, 'rm', '--all'], { env });
+        sh('buildah', [...B, 'rmi', '--all', '--force'], { env });
+      } catch {}
+      rmSync(base, { recursive: true, force: true });
+    });
+    const ctxDir = join(base, 'ctx');
+    const src = join(base, 'tarsrc');
+    mkdirSync(join(src, 'pkg/bin'), { recursive: true });
+    writeFileSync(join(src, 'pkg/bin/tool'), 'T');
+    chmodSync(join(src, 'pkg/bin/tool'), 0o750);
+    writeFileSync(join(src, 'pkg/readme'), 'R');
+    symlinkSync('bin/tool', join(src, 'pkg/link'));
+    linkSync(join(src, 'pkg/readme'), join(src, 'pkg/readme2'));
+    sh('chown', ['-R', '12:34', join(src, 'pkg')]);
+    mkdirSync(ctxDir);
+    const tarArgs = ['--mtime=2012-12-12 12:12:12Z', '--sort=name', '-C', src];
+    sh('tar', ['-cf', join(ctxDir, 'a.tar'), ...tarArgs, 'pkg']);
+    sh('tar', ['-czf', join(ctxDir, 'a.tgz'), ...tarArgs, 'pkg']);
+    sh('tar', ['-cJf', join(ctxDir, 'a.tar.xz'), ...tarArgs, 'pkg']);
+    writeFileSync(join(ctxDir, 'plain.txt'), 'P');
+    sh('sh', ['-c', `printf 'not a tar' | gzip -n > ${join(ctxDir, 'note.gz')}`]);
+    const when = new Date('2010-01-02T03:04:05Z');
+    for (const f of ['a.tar', 'a.tgz', 'a.tar.xz', 'plain.txt', 'note.gz']) utimesSync(join(ctxDir, f), when, when);
+    const dockerfile = `FROM scratch
+ADD a.tar /t1/
+ADD a.tgz /t2
+ADD a.tar.xz /t3/sub/
+ADD --chown=5:6 a.tgz /t4/
+ADD plain.txt note.gz /t5/
+`;
+    writeFileSync(join(ctxDir, 'Dockerfile'), dockerfile);
+    writeFileSync(join(ctxDir, '.dockerignore'), 'Dockerfile\n');
+    sh('buildah', [...B, 'bud', '--isolation', 'chroot', '--layers=false', '-t', 'localhost/add-oracle', ctxDir], { env });
+    const cid = sh('buildah', [...B, 'from', 'localhost/add-oracle'], { env }).trim();
+    const theirs = listing(sh('buildah', [...B, 'mount', cid], { env }).trim());
+    sh('buildah', [...B, 'umount', cid], { env });
+
+    const ours = join(base, 'ours');
+    mkdirSync(ours);
+    const ctx = await openContext(ctxDir, { cacheDir: false });
+    for (const ins of loadDockerfile(dockerfile).stages[0]!.instrs) {
+      if (ins.kind !== 'ADD') continue;
+      await copyFiles({ kind: 'ADD', srcs: ins.srcs, dest: ins.dest, chown: ins.chown, loc: ins.loc }, { context: ctx }, { rootfs: ours, workdir: '/' });
+    }
+    assert.deepEqual(listing(ours), theirs);
   });
 });
