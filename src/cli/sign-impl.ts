@@ -2,7 +2,7 @@
 import { writeFile, access, readFile, stat } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { basename } from 'node:path';
-import { UsageError, OciLayout, digestOf, type Digest, type ImageReference, type Descriptor } from '../oci/index.js';
+import { UsageError, OciLayout, digestOf, isIndexType, type Digest, type ImageReference, type Descriptor } from '../oci/index.js';
 import {
   attachArtifact,
   generateKeyPair,
@@ -199,6 +199,8 @@ export interface SignCmdOpts extends RegistryOpts {
   annotation?: string[] | undefined;
   identity?: string | undefined;
   quiet?: boolean | undefined;
+  /** Sign every instance of a list too. */
+  recursive?: boolean | undefined;
 }
 
 export async function signCmd(image: string, o: SignCmdOpts): Promise<void> {
@@ -207,27 +209,35 @@ export async function signCmd(image: string, o: SignCmdOpts): Promise<void> {
   const h = await openImage(image, o, true);
   try {
     const io = { signal: rootController.signal };
-    const res = await signImage(
-      h.repo,
-      {
-        key,
-        manifestDigest: h.top.digest,
-        manifestMediaType: h.top.mediaType,
-        manifestSize: h.top.bytes.length,
-        dockerReference: signIdentity(h, o.identity),
-        optional: Object.keys(optional).length ? optional : undefined,
-        sigTag: o.tagStorage !== false,
-        referrer: !!o.referrer,
-      },
-      io,
-    );
-    await h.commit();
-    if (!o.quiet) {
-      const lines = [`Signed ${h.label} (${h.top.digest})`];
-      if (o.tagStorage !== false) lines.push(res.alreadyPresent ? `  signature already in ${signatureTag(h.top.digest)}` : `  stored in tag ${signatureTag(h.top.digest)} (${res.sigManifest})`);
-      if (res.referrer) lines.push(`  stored as referrer ${res.referrer}`);
-      process.stderr.write(lines.join('\n') + '\n');
+    const identity = signIdentity(h, o.identity);
+    // the image, and with --recursive every instance of a list (cosign sign --recursive)
+    const targets: { digest: Digest; mediaType: string; size: number }[] = [{ digest: h.top.digest, mediaType: h.top.mediaType, size: h.top.bytes.length }];
+    if (o.recursive && isIndexType(h.top.mediaType)) {
+      const doc = JSON.parse(h.top.bytes.toString('utf8')) as { manifests?: Descriptor[] };
+      for (const c of doc.manifests ?? []) targets.push({ digest: c.digest, mediaType: c.mediaType, size: c.size });
     }
+    const lines: string[] = [];
+    for (const tg of targets) {
+      const res = await signImage(
+        h.repo,
+        {
+          key,
+          manifestDigest: tg.digest,
+          manifestMediaType: tg.mediaType,
+          manifestSize: tg.size,
+          dockerReference: identity,
+          optional: Object.keys(optional).length ? optional : undefined,
+          sigTag: o.tagStorage !== false,
+          referrer: !!o.referrer,
+        },
+        io,
+      );
+      lines.push(`Signed ${tg === targets[0] ? h.label : `instance`} (${tg.digest}) for ${identity}`);
+      if (o.tagStorage !== false) lines.push(res.alreadyPresent ? `  signature already in ${signatureTag(tg.digest)}` : `  stored in tag ${signatureTag(tg.digest)} (${res.sigManifest})`);
+      if (res.referrer) lines.push(`  stored as referrer ${res.referrer}`);
+    }
+    await h.commit();
+    if (!o.quiet) process.stderr.write(lines.join('\n') + '\n');
   } finally {
     await h.close();
   }

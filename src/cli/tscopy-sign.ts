@@ -38,6 +38,7 @@ export function registerSignCommands(p: Command): void {
       .option('--no-tag-storage', 'do not write the .sig tag (with --referrer: referrer only)')
       .option('-a, --annotation <key=value>', 'extra payload annotation (repeatable)', collect)
       .option('--identity <ref>', 'docker reference to sign for (default: the image\'s reference)')
+      .option('-r, --recursive', 'for a manifest list, also sign every instance')
       .option('-q, --quiet', 'no report on stderr'),
   ).action(async (image: string, opts: import('./sign-impl.js').SignCmdOpts) => {
     const m = await import('./sign-impl.js');

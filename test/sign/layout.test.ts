@@ -319,8 +319,10 @@ describe('carrying with manifest lists', () => {
     const idx = await layout.putBytes('application/vnd.oci.image.index.v1+json', index);
     await layout.tag('multi', idx);
     const src = join(dir, 'img');
-    ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'r.example/app:multi', `oci:${src}:multi`]);
-    ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'r.example/app:multi', `oci:${src}@${digest}`]);
+    // --recursive: the list and each instance
+    const sr = ok(['sign', '--recursive', '--key', keys.key, '--password-file', keys.pw, '--identity', 'r.example/app:multi', `oci:${src}:multi`]);
+    assert.match(sr.stderr, new RegExp(`stored in tag ${signatureTag(idx.digest)}`));
+    assert.match(sr.stderr, new RegExp(`stored in tag ${signatureTag(digest)}`));
     ok(['copy', '--quiet', '--insecure-policy', '--all', `oci:${src}:multi`, `oci:${join(dir, 'all')}:m`]);
     const all = await OciLayout.open(join(dir, 'all'));
     assert.ok(await all.find(signatureTag(idx.digest)), 'the list\'s signature');
