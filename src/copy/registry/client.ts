@@ -248,6 +248,18 @@ export interface ManifestHead {
   size: number;
 }
 
+export interface PutBlobIo extends Io {
+  /**
+   * The body again from byte 0, for when an interrupted upload cannot be resumed (the registry lost the session,
+   * as distribution does when killed mid-PATCH): the blob is then sent again from the start.
+   */
+  reopen?: (() => Promise<AsyncIterable<Uint8Array>>) | undefined;
+}
+
+function restartable<E extends Error>(e: E): E {
+  return Object.assign(e, { restartable: true });
+}
+
 export interface UploadStats {
   /** PATCH requests sent (including resumed ones). */
   patches: number;
@@ -281,7 +293,7 @@ export class RegistryClient {
   private closed = false;
   readonly retryTimes: number;
   /** Counters (tests and summaries). */
-  readonly stats = { requests: 0, retries: 0, resumedDownloads: 0, resumedUploads: 0, patches: 0, tokenFetches: 0 };
+  readonly stats = { requests: 0, retries: 0, resumedDownloads: 0, resumedUploads: 0, restartedUploads: 0, patches: 0, tokenFetches: 0 };
 
   constructor(registry: string, opts: RegistryClientOptions = {}) {
     this.registry = registry;
@@ -966,7 +978,7 @@ export class RegistryClient {
     repo: string,
     expect: { digest?: Digest | undefined; size?: number | undefined },
     body: AsyncIterable<Uint8Array> | Readable | Buffer,
-    io: Io = {},
+    io: PutBlobIo = {},
   ): Promise<BlobInfo> {
     const signal = io.signal;
     const what = `uploading blob ${expect.digest ?? ''} to ${this.registry}/${repo}`.replace('  ', ' ');
@@ -1013,7 +1025,7 @@ export class RegistryClient {
     repo: string,
     expect: { digest?: Digest | undefined; size?: number | undefined },
     body: AsyncIterable<Uint8Array>,
-    io: Io,
+    io: PutBlobIo & { restarts?: number },
     what: string,
   ): Promise<BlobInfo> {
     const signal = io.signal;
@@ -1115,9 +1127,10 @@ export class RegistryClient {
           await sleep(this.backoffMs(failures, e), signal);
           // where is the registry? continue from there
           const st = await this.uploadStatus(repo, loc, signal);
-          if (!st) throw new OciError('BLOB_UPLOAD_UNKNOWN', `${what}: the upload session is gone after an interruption at byte ${offset} (${(e as Error).message})`, { cause: e, temporary: false });
+          // not resumable: temporary (the whole blob can be sent again: io.reopen here, or the caller's retry)
+          if (!st) throw restartable(new OciError('BLOB_UPLOAD_UNKNOWN', `${what}: the upload session is gone after an interruption at byte ${offset} (${(e as Error).message})`, { cause: e, temporary: true }));
           if (st.offset < winStart || st.offset > pulled)
-            throw new OciError('BLOB_UPLOAD_INVALID', `${what}: cannot resume: the registry has ${st.offset} bytes, retained ${winStart}-${pulled}`, { cause: e, temporary: false });
+            throw restartable(new OciError('BLOB_UPLOAD_INVALID', `${what}: cannot resume: the registry has ${st.offset} bytes, retained ${winStart}-${pulled}`, { cause: e, temporary: true }));
           this.stats.resumedUploads++;
           loc = st.location;
           offset = st.offset;
@@ -1148,6 +1161,16 @@ export class RegistryClient {
       );
       loc = '';
       return { digest, size: pulled };
+    } catch (e) {
+      const restarts = io.restarts ?? 0;
+      if (io.reopen && (e as { restartable?: boolean }).restartable && restarts < this.retryTimes && !signal?.aborted) {
+        if (loc) await this.cancelUpload(repo, loc);
+        loc = '';
+        if (!srcDone) await it.return?.().catch(() => undefined);
+        this.stats.restartedUploads++;
+        return this.putBlobChunked(repo, expect, await io.reopen(), { ...io, restarts: restarts + 1 }, what);
+      }
+      throw e;
     } finally {
       win = [];
       if (loc) {

@@ -18,7 +18,7 @@ import {
   type Io,
 } from '../../oci/index.js';
 import type { DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, OpenOptions, ReuseResult, Transport } from '../types.js';
-import { registryClient, type RegistryClient, type RegistryClientOptions } from '../registry/client.js';
+import { registryClient, type PutBlobIo, type RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 
 export class DockerImageName implements ImageName {
   readonly transport = 'docker';
@@ -168,7 +168,7 @@ export class DockerDestination implements ImageDestination {
       this.repo,
       { digest: d.digest && isDigest(d.digest) ? d.digest : undefined, size: d.size >= 0 ? d.size : undefined },
       body,
-      { signal: signalOf(io, this.io), onProgress: io?.onProgress },
+      { signal: signalOf(io, this.io), onProgress: io?.onProgress, reopen: (io as PutBlobIo | undefined)?.reopen },
     );
     return { ...d, digest: r.digest, size: r.size };
   }
