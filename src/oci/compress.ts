@@ -8,6 +8,7 @@
 import { createRequire } from 'node:module';
 import { Duplex, PassThrough, Transform, type TransformCallback } from 'node:stream';
 import * as zlib from 'node:zlib';
+import { BlockGzip, blockGzipAvailable } from './pgzip.js';
 import type { Compression } from './mediatypes.js';
 import { TsimageError } from './errors.js';
 
@@ -36,6 +37,12 @@ export const DEFAULT_LEVEL: Record<Exclude<Compression, 'none'>, number> = { gzi
 
 export interface CompressOptions {
   level?: number | undefined;
+  /**
+   * gzip only: worker threads for pigz-style block compression (default TSIMAGE_GZIP_THREADS or
+   * the machine's parallelism; the bytes do not depend on it); 0 = one zlib stream (the output of
+   * zlib's gzip, as before).
+   */
+  threads?: number | undefined;
 }
 
 /** A Transform compressing with `c` ('none' passes through). */
@@ -46,7 +53,8 @@ export function compressStream(c: Compression, opts: CompressOptions = {}): Tran
     case 'gzip': {
       const level = opts.level ?? DEFAULT_LEVEL.gzip;
       if (!Number.isInteger(level) || level < 0 || level > 9) throw new TsimageError(`invalid gzip level ${level} (0-9)`);
-      return zlib.createGzip({ level, chunkSize: 128 * 1024 });
+      if (opts.threads === 0 || !blockGzipAvailable) return zlib.createGzip({ level, chunkSize: 128 * 1024 });
+      return new BlockGzip({ level, threads: opts.threads });
     }
     case 'zstd': {
       const level = opts.level ?? DEFAULT_LEVEL.zstd;

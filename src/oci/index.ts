@@ -9,6 +9,7 @@ export * from './platform.js';
 export * from './paths.js';
 export * from './store.js';
 export * from './compress.js';
+export { BlockGzip, GZIP_BLOCK, defaultGzipThreads } from './pgzip.js';
 export * from './xattr.js';
 export * from './tar.js';
 export * from './layer.js';

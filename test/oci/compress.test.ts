@@ -4,9 +4,10 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { tempDir, sh, requireTool } from '../helpers.js';
 import { compressStream, decompressStream, detectCompression, CompressionError } from '../../src/oci/compress.js';
+import { BlockGzip, GZIP_BLOCK } from '../../src/oci/pgzip.js';
 import { collect, prng, sha256 } from './tarutil.js';
 
 const data = Buffer.concat([prng(300_000, 3), Buffer.alloc(300_000, 0x61), prng(100_000, 4)]);
@@ -82,5 +83,60 @@ describe('compression', () => {
 
   it('collects', async () => {
     assert.equal((await collect(Readable.from([Buffer.from('a')]))).toString(), 'a');
+  });
+});
+
+describe('block gzip (pigz-style, parallel)', () => {
+  // compressible but not trivial: text-like lines plus some random runs
+  const text = (n: number, seed: number) => {
+    const words = ['layer', 'digest', 'manifest', 'overlay', 'tar', 'sha256', 'busybox', 'registry', '\n', ' '];
+    const r = prng(n, seed);
+    const parts: string[] = [];
+    let len = 0;
+    for (let i = 0; len < n; i++) {
+      const w = words[r[i % n]! % words.length]!;
+      parts.push(w);
+      len += w.length;
+    }
+    return Buffer.from(parts.join('')).subarray(0, n);
+  };
+  const B = GZIP_BLOCK;
+
+  it('round trips every size around the block boundaries; the bytes do not depend on threads or chunking', async () => {
+    for (const size of [0, 1, 1000, B - 1, B, B + 1, 3 * B + 12_345]) {
+      const input = Buffer.concat([text(Math.ceil(size / 2), size + 1), prng(Math.floor(size / 2), size + 2)]);
+      const one = await through(input, new BlockGzip({ threads: 1 }));
+      const two = await through(input, new BlockGzip({ threads: 2 }));
+      const three = await collect(Readable.from([input]).pipe(new BlockGzip({ threads: 3 })));
+      assert.ok(one.equals(two) && one.equals(three), `size ${size}: output depends on threads/chunking`);
+      assert.equal(detectCompression(one), 'gzip');
+      assert.ok(gunzipSync(one).equals(input), `size ${size}: zlib round trip`);
+      assert.ok((await through(one, decompressStream('auto'))).equals(input), `size ${size}: decompressStream`);
+    }
+  });
+
+  it('is read by gzip(1) and pigz, compresses as well as one zlib stream, and is compressStream gzip default', async (t) => {
+    requireTool('gzip');
+    requireTool('pigz');
+    const input = Buffer.concat([text(2 * B + 777, 9), prng(B / 2, 10), text(B, 11)]);
+    const ours = await through(input, compressStream('gzip'));
+    assert.ok(ours.equals(await through(input, new BlockGzip({ threads: 1 }))), 'compressStream gzip = block gzip');
+    const classic = await through(input, compressStream('gzip', { threads: 0 }));
+    assert.ok(classic.equals(gzipSync(input, { level: 6 })), 'threads: 0 = one zlib stream');
+    assert.ok(ours.length <= classic.length * 1.005, `block gzip ${ours.length} vs zlib ${classic.length}`);
+    const dir = tempDir(t, 'pgzip');
+    const f = join(dir, 'x.gz');
+    writeFileSync(f, ours);
+    sh('gzip', ['-t', f]);
+    assert.equal(sh('sh', ['-c', `gzip -dc '${f}' | sha256sum | cut -d' ' -f1`]).trim(), sha256(input));
+    assert.equal(sh('sh', ['-c', `pigz -dc '${f}' | sha256sum | cut -d' ' -f1`]).trim(), sha256(input));
+    // levels: header XFL as zlib writes it, and a higher level is not bigger
+    const l1 = await through(input, new BlockGzip({ level: 1, threads: 2 }));
+    const l9 = await through(input, new BlockGzip({ level: 9, threads: 2 }));
+    assert.equal(l1[8], 4);
+    assert.equal(l9[8], 2);
+    assert.equal(ours[8], 0);
+    assert.ok(l9.length <= ours.length && ours.length <= l1.length);
+    assert.ok(gunzipSync(l1).equals(input) && gunzipSync(l9).equals(input));
   });
 });
