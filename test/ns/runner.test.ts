@@ -121,6 +121,28 @@ for (const isolation of ['builtin', 'chroot', 'oci'] as const) {
       rmSync(join(rootfs, secret), { recursive: true, force: true });
     });
 
+    it('gets a minimal /dev, read-only /sys, masked /proc paths and its own /etc files', async () => {
+      const script = [
+        'ls /dev | sort | tr "\\n" " "; echo',
+        'echo x > /sys/kernel/x 2>/dev/null && echo SYSWRITE; grep -q " /sys .*ro," /proc/self/mountinfo && echo SYSRO',
+        'head -c 16 /proc/kcore 2>/dev/null | wc -c; cat /proc/keys 2>/dev/null | wc -l',
+        'echo x > /proc/sys/kernel/hostname 2>/dev/null && echo PROCSYSWRITE',
+        'hostname; cat /etc/hostname; grep -c localhost /etc/hosts',
+        'head -c 4 /dev/urandom | wc -c; echo hi > /dev/null && echo NULLOK; test -c /dev/pts/ptmx && echo PTS; test -d /dev/shm && echo SHM',
+      ].join('; ');
+      const { res, out } = await run(r, script, { rootfs, hostname: 'builder1' });
+      assert.equal(res.exitCode, 0, out);
+      const lines = out.trim().split('\n');
+      for (const d of ['null', 'zero', 'full', 'random', 'urandom', 'tty', 'pts', 'shm']) assert.ok(lines[0]!.split(' ').includes(d), `/dev/${d} missing: ${lines[0]}`);
+      assert.ok(!lines[0]!.split(' ').some((d) => /^(sd|vd|nvme|mem|kmsg)/.test(d)), `host devices visible: ${lines[0]}`);
+      assert.ok(!out.includes('SYSWRITE') && out.includes('SYSRO'), out);
+      assert.equal(lines[2], '0', '/proc/kcore readable');
+      assert.equal(lines[3], '0', '/proc/keys readable');
+      assert.ok(!out.includes('PROCSYSWRITE'), '/proc/sys writable');
+      assert.deepEqual(lines.slice(4, 7), ['builder1', 'builder1', '2']);
+      assert.deepEqual(lines.slice(7), ['4', 'NULLOK', 'PTS', 'SHM']);
+    });
+
     it('resolves users and groups from the image', async () => {
       const a = await run(r, 'id -u; id -g; id -G', { rootfs, user: 'app' });
       assert.equal(a.out, '1000\n1000\n1000 2000\n');
