@@ -238,6 +238,8 @@ type StatRow = [size: number, mtimeNs: string, ctimeNs: string, ino: string, mod
 export class StatCache {
   private rows = new Map<string, StatRow>();
   private dirty = false;
+  /** paths looked up in this process (set by the context) */
+  seen: ReadonlySet<string> | undefined;
   private constructor(readonly file: string | undefined) {}
 
   /** Open (or start) the stat cache of a context; `file` undefined = in memory only. */
@@ -279,6 +281,18 @@ export class StatCache {
           this.rows.delete(k);
           this.dirty = true;
         }
+    }
+    // rows of files that are gone (checked only for the paths this build did not hash)
+    if (this.seen) {
+      for (const k of [...this.rows.keys()]) {
+        if (this.seen.has(k)) continue;
+        try {
+          await fsp.lstat(k);
+        } catch {
+          this.rows.delete(k);
+          this.dirty = true;
+        }
+      }
     }
     if (!this.dirty) return;
     await writeFileAtomic(this.file, JSON.stringify({ v: 1, rows: Object.fromEntries(this.rows) }));
@@ -340,7 +354,7 @@ export interface WalkEntry {
 export class BuildContext {
   /** Files actually read for hashing, and bytes read (for tests and --explain-cache). */
   readonly counters = { filesRead: 0, bytesRead: 0, statHits: 0 };
-  private readonly seen = new Set<string>();
+  readonly seen = new Set<string>();
   private readonly memo = new Map<string, Promise<string>>();
 
   private constructor(
@@ -366,7 +380,10 @@ export class BuildContext {
       const cacheDir = opts.cacheDir ?? join(defaultRoot(), 'cache');
       scFile = join(cacheDir, 'statcache', createHash('sha256').update(real).digest('hex').slice(0, 32) + '.json');
     }
-    return new BuildContext(real, new IgnoreMatcher(patterns), ignFile, await StatCache.open(scFile));
+    const sc = await StatCache.open(scFile);
+    const ctx = new BuildContext(real, new IgnoreMatcher(patterns), ignFile, sc);
+    sc.seen = ctx.seen;
+    return ctx;
   }
 
   /** Is a context-relative path excluded by the ignore file? */

@@ -115,7 +115,7 @@ type Entry = {
 type Item =
   | { kind: 'path'; spec: string; srcRel: string; name: string; keep: string; isDir: boolean; entries: Entry[]; archive?: Compression | 'bzip2' | 'xz' }
   | { kind: 'heredoc'; spec: string; name: string; content: string }
-  | { kind: 'url'; spec: string; name: string; file: string; mtime: number; hash: string };
+  | { kind: 'url'; spec: string; name: string; hash: string; fetch: () => Promise<{ file: string; mtime: number; name: string }> };
 
 export interface CopyPlan {
   readonly req: CopyRequest;
@@ -438,9 +438,20 @@ export async function planCopy(req: CopyRequest, from: CopySourceRoot, io: CopyI
       if (isUrl(spec)) {
         if (req.kind === 'COPY') fail(req, `${spec}: source can't be a URL for COPY`);
         if (!('context' in from)) fail(req, `${spec}: a URL source can't be used with --from`);
-        const d = await download(req, spec, io);
-        temps.push(join(d.file, '..'));
-        items.push({ kind: 'url', spec, name: d.name, file: d.file, mtime: d.mtime, hash: d.hash });
+        let got: Promise<{ file: string; mtime: number; hash: string; name: string }> | undefined;
+        const fetchIt = () =>
+          (got ??= download(req, spec, io).then((d) => {
+            temps.push(join(d.file, '..'));
+            return d;
+          }));
+        if (req.checksum) {
+          // the checksum is the content's identity: the cache key needs no download (a hit never fetches)
+          const c = parseChecksum(req, req.checksum);
+          items.push({ kind: 'url', spec, name: urlFileName(spec), hash: `${c.alg}:${c.hex}`, fetch: fetchIt });
+        } else {
+          const d = await fetchIt();
+          items.push({ kind: 'url', spec, name: d.name, hash: d.hash, fetch: fetchIt });
+        }
         continue;
       }
       if (req.kind === 'ADD' && isGit(spec)) fail(req, `${spec}: git sources are not supported by tsbuild (clone in a RUN step)`);
@@ -628,8 +639,8 @@ export async function applyCopy(plan: CopyPlan, target: CopyTarget, io: CopyIo =
   let dest = req.dest;
   if (!dest.startsWith('/')) dest = (target.workdir.endsWith('/') ? target.workdir : target.workdir + '/') + dest;
   const dirSyntax = destIsDirSyntax(req.dest) || (req.dest === '' ? true : false);
-  const destParts = cleanPosix(dest).split('/').filter(Boolean);
-  if (destParts[0] === '..') fail(req, `destination ${req.dest}: outside the root`);
+  // `..` above / stays at / (as a path in the container would)
+  const destParts = cleanPosix(dest).split('/').filter((c) => c && c !== '..');
   const nItems = plan.items.length;
   if (req.srcs.length > 1 && !dirSyntax) {
     const existing = await resolveDir(R, destParts, req);
@@ -752,11 +763,13 @@ export async function applyCopy(plan: CopyPlan, target: CopyTarget, io: CopyIo =
     hardlinks.clear(); // hardlinks are kept within one source (as buildah: two sources naming one inode give two files)
     fresh.clear(); // a later source may write into a dir an earlier one created
     if (it.kind === 'heredoc' || it.kind === 'url') {
-      if (!it.name && destIsDir) fail(req, `${it.spec}: cannot determine a file name for the destination; name it in the destination`);
-      const parts = destIsDir ? [...destReal, it.name] : destReal;
+      const dl = it.kind === 'url' ? await it.fetch() : undefined;
+      const name = dl?.name || it.name;
+      if (!name && destIsDir) fail(req, `${it.spec}: cannot determine a file name for the destination; name it in the destination`);
+      const parts = destIsDir ? [...destReal, name] : destReal;
       if (!parts.length) fail(req, `destination ${req.dest}: cannot write a file over the root directory`);
       if (it.kind === 'heredoc') await put(parts, 'file', { content: it.content, mtime: io.timestamp ?? 0, mode: 0o644 });
-      else await put(parts, 'file', { file: it.file, mtime: it.mtime, mode: 0o600 });
+      else await put(parts, 'file', { file: dl!.file, mtime: dl!.mtime, mode: 0o600 });
       continue;
     }
     const keepParts = it.keep ? it.keep.split('/') : [];

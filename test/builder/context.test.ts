@@ -1,7 +1,7 @@
 /** Build context: .dockerignore matching (Docker's semantics), ignore file lookup, stat-cached hashing. */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers.js';
 import { BuildContext, goPatternRegExp, IgnoreMatcher, openContext, parseIgnoreText } from '../../src/builder/context.js';
@@ -126,6 +126,15 @@ describe('build context', () => {
     assert.equal(h3[0], h1[0]);
     assert.notEqual(h3[1], h1[1]);
     assert.equal(h3[2], h1[2]);
+    await c3.save();
+    // rows of deleted files leave the stat cache
+    const file = join(cache, 'statcache', readdirSync(join(cache, 'statcache'))[0]!);
+    assert.equal(Object.keys(JSON.parse(readFileSync(file, 'utf8')).rows).length, 3);
+    rmSync(join(d, 'b.txt'));
+    const c4 = await openContext(d, { cacheDir: cache });
+    await c4.hashFile('a.txt');
+    await c4.save();
+    assert.deepEqual(Object.keys(JSON.parse(readFileSync(file, 'utf8')).rows).sort(), [join(c4.dir, 'a.txt'), join(c4.dir, 'big.bin')]);
   });
 
   it('refuses paths outside the context', async (t) => {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { tempDir, sh } from '../helpers.js';
 import { openContext } from '../../src/builder/context.js';
-import { copyFiles, planCopy, type CopyRequest } from '../../src/builder/copyfiles.js';
+import { applyCopy, copyFiles, planCopy, type CopyRequest } from '../../src/builder/copyfiles.js';
 import { packEntries, compressStream } from '../../src/oci/index.js';
 import type { TarEntry } from '../../src/oci/index.js';
 
@@ -294,7 +294,9 @@ describe('ADD', () => {
 
   it('downloads URLs: checksum verified, mode 0600, Last-Modified kept; a bad checksum fails and leaves nothing', async (t) => {
     const body = Buffer.from('remote content\n');
+    let requests = 0;
     const srv = createServer((rq, rs) => {
+      requests++;
       if (rq.url === '/missing') {
         rs.writeHead(404).end();
         return;
@@ -308,7 +310,13 @@ describe('ADD', () => {
     const { root, ctx } = await setup(t, {});
     const good = 'sha256:' + createHash('sha256').update(body).digest('hex');
     const url = `http://127.0.0.1:${port}/files/tool.txt`;
-    await copyFiles(req([url], '/dl/', { kind: 'ADD', checksum: good }), { context: ctx }, { rootfs: root, workdir: '/' });
+    // with --checksum the cache key needs no download: planning fetches nothing, applying fetches once
+    const plan = await planCopy(req([url], '/dl/', { kind: 'ADD', checksum: good }), { context: ctx });
+    assert.equal(requests, 0);
+    assert.deepEqual(plan.inputs.files, [{ path: url, type: 'f', mode: 0o600, hash: good }]);
+    await applyCopy(plan, { rootfs: root, workdir: '/' });
+    await plan.dispose();
+    assert.equal(requests, 1);
     const st = statSync(join(root, 'dl/tool.txt'));
     assert.equal(readFileSync(join(root, 'dl/tool.txt'), 'utf8'), 'remote content\n');
     assert.equal(st.mode & 0o777, 0o600);
