@@ -79,6 +79,9 @@ export interface StageResult {
   key: string;
 }
 
+/** The PATH a FROM scratch image gets (buildah and BuildKit set it). */
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
 function nowIso(ts?: number): string {
@@ -181,6 +184,7 @@ export class StageExecutor {
     const base = findStage(this.bf, fromName, st.index);
     if (fromName === 'scratch') {
       this.state = emptyState();
+      this.state.config.config = { Env: [`PATH=${DEFAULT_PATH}`] };
       this.key = cacheKey(undefined, 'FROM scratch', { other: { platform: `${this.state.config.os}/${this.state.config.architecture}` } });
     } else if (base && base.name === fromName.toLowerCase()) {
       const r = await o.stageResult(base.index);
@@ -229,7 +233,7 @@ export class StageExecutor {
       this.step++;
       await this.dispatch(ins);
     }
-    if (this.pendingWorkdir) await this.layerStep(`WORKDIR ${this.pendingWorkdir}`, `workdir ${this.pendingWorkdir}`, {}, `/bin/sh -c #(nop) WORKDIR ${this.pendingWorkdir}`, async () => {}, undefined, true);
+    // a WORKDIR nothing ran in is not created (buildah: same; the runtime creates it at run time)
     return { state: this.state, key: this.key };
   }
 
@@ -303,13 +307,11 @@ export class StageExecutor {
           for (const w of this.expandWordsOf(p, ins)) {
             const m = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(w);
             if (!m) this.fail(ins, `invalid port ${JSON.stringify(w)} in EXPOSE (want PORT[/tcp|udp|sctp])`);
+            // as buildah: a range stays one key ("8000-8002/tcp")
             const proto = (m![3] ?? 'tcp').toLowerCase();
-            const lo = Number(m![1]);
-            const hi = m![2] ? Number(m![2]) : lo;
-            for (let n = lo; n <= hi; n++) {
-              cfg.ExposedPorts[`${n}/${proto}`] = {};
-              ports.push(`${n}/${proto}`);
-            }
+            const key = `${m![1]}${m![2] ? `-${m![2]}` : ''}/${proto}`;
+            cfg.ExposedPorts[key] = {};
+            ports.push(key);
           }
         }
         await this.configStep(ins, `EXPOSE ${ports.join(' ')}`);
