@@ -20,7 +20,7 @@ import {
 import { copyImage, type CopyOptions, type CopyResult } from '../copy/engine.js';
 import { cliReporter, humanBytes } from '../copy/progress.js';
 import { goJson, dockerConfigToOci } from '../copy/convert.js';
-import { openDestination, openSource, parseImageName } from '../copy/transports/index.js';
+import { closeTransports, openDestination, openSource, parseImageName } from '../copy/transports/index.js';
 import type { ImageName, OpenOptions } from '../copy/types.js';
 import { rootController } from './common.js';
 import { goTemplate } from './gotemplate.js';
@@ -132,6 +132,14 @@ export function summaryLine(r: CopyResult): string {
 }
 
 export async function copyCmd(srcArg: string, destArg: string, opts: Opts): Promise<number> {
+  try {
+    return await copyCmdInner(srcArg, destArg, opts);
+  } finally {
+    await closeTransports();
+  }
+}
+
+async function copyCmdInner(srcArg: string, destArg: string, opts: Opts): Promise<number> {
   const src = await parseImageName(srcArg);
   const dest = await parseImageName(destArg);
   const reporter = cliReporter({ quiet: opts.quiet === true });
@@ -186,6 +194,14 @@ interface InspectOutput {
 }
 
 export async function inspectCmd(imageArg: string, opts: Opts): Promise<number> {
+  try {
+    return await inspectCmdInner(imageArg, opts);
+  } finally {
+    await closeTransports();
+  }
+}
+
+async function inspectCmdInner(imageArg: string, opts: Opts): Promise<number> {
   const name = await parseImageName(imageArg);
   const retryTimes = (opts.retryTimes as number) ?? 0;
   const out = await withRetries(retryTimes, `inspect ${name}`, async () => {

@@ -5,11 +5,20 @@ import { cliReporter } from '../copy/progress.js';
 import type { CopyOptions } from '../copy/engine.js';
 import { openOptions, platformFrom, runCopy, signingHooks, summaryLine } from './tscopy-copy-impl.js';
 import { rootController } from './common.js';
+import { closeTransports } from '../copy/transports/index.js';
 
 type Opts = Record<string, unknown>;
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 
 export async function syncCmd(srcArg: string, destArg: string, opts: Opts): Promise<number> {
+  try {
+    return await syncCmdInner(srcArg, destArg, opts);
+  } finally {
+    await closeTransports();
+  }
+}
+
+async function syncCmdInner(srcArg: string, destArg: string, opts: Opts): Promise<number> {
   const srcTransport = str(opts.src) as 'docker' | 'dir' | 'yaml';
   const destTransport = str(opts.dest) as 'docker' | 'dir';
   if (srcTransport === 'dir' && destTransport === 'dir') throw new UsageError('sync from dir to dir is not supported');

@@ -15,6 +15,7 @@
  * - Manifests: children (by digest) then the top manifest (under the tag), hooks.afterManifest, then commit().
  *   A failure before the top manifest leaves no tag.
  */
+import { setMaxListeners } from 'node:events';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import fastq from 'fastq';
@@ -375,6 +376,8 @@ export class CopyEngine {
       tasks.push(p);
     };
     const ac = new AbortController();
+    // every blob's pipeline listens on it (fastq runs `jobs` at a time, but a list may queue hundreds)
+    setMaxListeners(0, ac.signal);
     const outer = this.io.signal;
     const onAbort = () => ac.abort(outer!.reason);
     outer?.addEventListener('abort', onAbort, { once: true });
@@ -442,7 +445,8 @@ export class CopyEngine {
     if (reused) return reused;
     const bar = this.reporter.blob('blob', d);
     try {
-      const body = await this.src.blob(d, io);
+      // putBlob verifies digest and size (the contract): the source need not hash the same bytes again.
+      const body = await this.src.blob(d, { ...io, verify: false });
       const tap = new Tap((n) => bar.tick(n));
       let out: Descriptor | undefined;
       await pipeline(body, tap, async (source: AsyncIterable<Uint8Array>) => {
@@ -464,7 +468,7 @@ export class CopyEngine {
     const d = l.src;
     const bar = this.reporter.blob('blob', d);
     try {
-      const body = await this.src.blob(d, io);
+      const body = await this.src.blob(d, { ...io, verify: false });
       const tap = new Tap((n) => bar.tick(n));
       const stages: (Readable | Transform | NodeJS.ReadWriteStream)[] = [body, verifying({ digest: d.digest, size: d.size, what: `layer ${d.digest}` }), tap];
       if (l.from !== 'none') {

@@ -60,8 +60,12 @@ export interface ImageSource {
    * digest when one is known (by digest reference or `instance`).
    */
   manifest(instance?: Digest, io?: Io): Promise<ManifestBytes>;
-  /** A blob's bytes. The engine verifies digest and size while streaming; a source may also verify. */
-  blob(d: Descriptor, io?: Io & { start?: number | undefined }): Promise<Readable>;
+  /**
+   * A blob's bytes. Digest and size are verified while streaming by the engine or by the destination's putBlob;
+   * a source may also verify, and should skip that when `verify` is false (the engine says so when the bytes are
+   * verified downstream anyway: one hash pass instead of two).
+   */
+  blob(d: Descriptor, io?: Io & { start?: number | undefined; verify?: boolean | undefined }): Promise<Readable>;
   /** Tags of the repository (docker) or of the layout/archive; optional capability. */
   tags?(io?: Io): Promise<string[]>;
   /** Referrers of a manifest digest (OCI 1.1 referrers API, or the `sha256-<hex>` tag fallback); optional capability. */

@@ -5,7 +5,7 @@
  * (verified against their diffIDs), the config verbatim, and the archive is written at commit().
  */
 import * as fsp from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import {
   DockerArchiveReader,
   DockerArchiveWriter,
@@ -21,6 +21,7 @@ import {
   readAll,
   TsimageError,
   UsageError,
+  verifying,
   type Descriptor,
   type Digest,
   type Io,
@@ -96,7 +97,10 @@ class DockerArchiveDestination implements ImageDestination {
       return desc;
     }
     if (!d.digest) throw new TsimageError('docker-archive destination: a layer without a digest');
-    const { diffID } = await this.writer.addLayer(undefined, body, io);
+    const v = verifying({ digest: d.digest, size: d.size, what: `layer ${d.digest}` });
+    const src = body instanceof Readable ? body : Readable.from(body);
+    src.on('error', (e) => v.destroy(e));
+    const { diffID } = await this.writer.addLayer(undefined, src.pipe(v), io);
     this.layers.set(d.digest, diffID);
     return { mediaType: d.mediaType, digest: d.digest, size: d.size ?? 0 };
   }

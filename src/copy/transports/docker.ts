@@ -106,8 +106,8 @@ export class DockerSource implements ImageSource {
     return this.client.getManifest(this.repo, ref, { signal: signalOf(io, this.io) });
   }
 
-  async blob(d: Descriptor, io?: Io & { start?: number | undefined }): Promise<Readable> {
-    return this.client.getBlob(this.repo, d, { signal: signalOf(io, this.io), onProgress: io?.onProgress, start: io?.start });
+  async blob(d: Descriptor, io?: Io & { start?: number | undefined; verify?: boolean | undefined }): Promise<Readable> {
+    return this.client.getBlob(this.repo, d, { signal: signalOf(io, this.io), onProgress: io?.onProgress, start: io?.start, verify: io?.verify });
   }
 
   async tags(io?: Io): Promise<string[]> {

@@ -17,7 +17,19 @@ for (const t of local) {
   if (table.has(t.name)) throw new Error(`duplicate transport ${t.name}`);
   table.set(t.name, t);
 }
-table.set('docker', async () => (await import('./docker.js')).dockerTransport);
+let dockerLoaded = false;
+table.set('docker', async () => {
+  const t = (await import('./docker.js')).dockerTransport;
+  dockerLoaded = true;
+  return t;
+});
+
+/** End of a command: close pooled registry connections (keep-alive sockets would hold the process open). */
+export async function closeTransports(): Promise<void> {
+  if (!dockerLoaded) return;
+  const { closeRegistryClients } = await import('../registry/index.js');
+  await closeRegistryClients();
+}
 /** tsbuild's store under the name of the toolchain (paths.ts calls it `tsimage:`). */
 table.set('tsimage', tsbuildTransport);
 
