@@ -288,8 +288,8 @@ export class BuildCache {
     }
     if (!best) {
       return parent
-        ? `${label}: not cached (no earlier build of a step on this parent: the previous step is new)`
-        : `${label}: not cached (first build of this stage's base)`;
+        ? `${label}: not cached (no earlier build from this point: first build, or an earlier step changed)`
+        : `${label}: not cached (first build from this base)`;
     }
     if (!best.reasons.length) return `${label}: not cached (inputs unchanged; the entry was pruned or is incomplete)`;
     return `${label}: ${best.reasons.join('; ')}`;
