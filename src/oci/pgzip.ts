@@ -45,7 +45,8 @@ class DeflatePool {
   constructor(readonly size: number) {}
 
   private spawn(): { w: Worker; busy: number } {
-    const w = new Worker(WORKER_SRC, { eval: true });
+    // execArgv []: an inherited --input-type=module would make the CommonJS source ESM
+    const w = new Worker(WORKER_SRC, { eval: true, execArgv: [] });
     const slot = { w, busy: 0 };
     w.unref();
     w.on('message', (m: { id: number; out?: Uint8Array; error?: string }) => {

@@ -115,6 +115,17 @@ describe('block gzip (pigz-style, parallel)', () => {
     }
   });
 
+  it('works in an ESM entry point (--input-type=module is not inherited by the CommonJS worker)', () => {
+    const script = `import { BlockGzip } from ${JSON.stringify(new URL('../../src/oci/pgzip.js', import.meta.url).pathname)};
+      import { Readable } from 'node:stream';
+      import { gunzipSync } from 'node:zlib';
+      const input = Buffer.alloc(3 * 1024 * 1024 + 5, 'abc');
+      const out = [];
+      for await (const c of Readable.from([input]).pipe(new BlockGzip({ threads: 2 }))) out.push(c);
+      console.log(gunzipSync(Buffer.concat(out)).equals(input) ? 'OK' : 'BAD');`;
+    assert.equal(sh(process.execPath, ['--input-type=module', '-e', script]).trim(), 'OK');
+  });
+
   it('is read by gzip(1) and pigz, compresses as well as one zlib stream, and is compressStream gzip default', async (t) => {
     requireTool('gzip');
     requireTool('pigz');
