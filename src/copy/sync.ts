@@ -33,6 +33,7 @@ import {
 import type { ImageName, OpenOptions } from './types.js';
 import { openDestination, openSource, parseImageName } from './transports/index.js';
 import type { CopyResult } from './engine.js';
+import { isAttachmentTag } from './sign/attachments.js';
 
 export interface SyncImage {
   /** `docker://host/repo:tag` or `dir:/path/name:tag`. */
@@ -109,7 +110,8 @@ async function repoTags(repoRef: string, open: OpenOptions, io: Io): Promise<str
   const src = await openSource(name, open);
   try {
     if (!src.tags) throw new UsageError(`${name}: the source cannot list tags`);
-    return await src.tags(io);
+    // attachment tags (cosign .sig/.att/.sbom, referrers fallback) travel with their image, not as images
+    return (await src.tags(io)).filter((t) => !isAttachmentTag(t));
   } finally {
     await src.close();
   }
@@ -343,7 +345,7 @@ async function prune(
       if (!dest.tags || !dest.deleteManifest || !dest.manifestDigest) throw new UsageError(`${repo}: the destination cannot list or delete tags (--prune)`);
       const tags = await dest.tags({ signal: o.signal });
       for (const t of tags) {
-        if (e.keep.has(t)) continue;
+        if (e.keep.has(t) || isAttachmentTag(t)) continue;
         const d = await dest.manifestDigest(t, { signal: o.signal });
         if (!d) continue;
         if (e.keepDigests.has(d)) {

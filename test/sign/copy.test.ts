@@ -219,3 +219,38 @@ describe('copy carries signatures and referrers', () => {
     assert.equal(sv.signatures[0].dockerReference, `${dst.addr}/signed/app:v2`);
   });
 });
+
+describe('sync carries signatures and enforces the policy', () => {
+  it('signed repository synced with its .sig and referrers; an unsigned one refused by policy with nothing written', async (t) => {
+    const dir = tempDir(t, 'sign-sync');
+    const src = await spawnRegistry(t, join(dir, 'src'));
+    const dst = await startDistribution(t);
+    const digest = (await pushBase(src.addr, 'signed/app', 'v1')) as Digest;
+    await pushBase(src.addr, 'unsigned/app', 'v1');
+    const k = keyPair(dir, 'k');
+    ok(['sign', '--tls-verify=false', '--key', k.key, '--password-file', k.pw, '--referrer', `docker://${src.addr}/signed/app:v1`]);
+    const pol = policyFile(dir, 'pol', { default: [{ type: 'sigstoreSigned', keyPath: k.pub, signedIdentity: { type: 'matchRepository' } }] });
+    const r = tscopy(['sync', ...TLS, '--quiet', '--src', 'docker', '--dest', 'docker', '--policy', pol, `${src.addr}/signed/app`, `${dst.addr}/mirror`]);
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    assert.equal(await status(`${dst.url}/v2/mirror/app/manifests/v1`), 200);
+    assert.equal(await status(`${dst.url}/v2/mirror/app/manifests/${signatureTag(digest)}`), 200);
+    const fb = await getJson(`${dst.url}/v2/mirror/app/manifests/${referrersFallbackTag(digest)}`);
+    assert.equal(fb.manifests.length, 1);
+    ok(['verify', '--tls-verify=false', '--key', k.pub, '--identity', `${src.addr}/signed/app`, `docker://${dst.addr}/mirror/app:v1`]);
+    const u = tscopy(['sync', ...TLS, '--quiet', '--src', 'docker', '--dest', 'docker', '--policy', pol, `${src.addr}/unsigned/app`, `${dst.addr}/mirror2`]);
+    assert.equal(u.status, 1);
+    assert.match(u.stderr, /rejected by policy .*default\[0\] \(sigstoreSigned\): A signature was required, but no signature exists/);
+    // nothing written for the refused image: no repository, no tag, no blob
+    assert.equal((await fetch(`${dst.url}/v2/mirror2/app/tags/list`)).status, 404);
+    assert.equal(await status(`${dst.url}/v2/mirror2/app/manifests/v1`), 404);
+    const m = await getJson(`${dst.url}/v2/mirror/app/manifests/v1`);
+    for (const b of [m.config.digest, ...m.layers.map((l: { digest: string }) => l.digest)]) assert.equal(await status(`${dst.url}/v2/mirror2/app/blobs/${b}`), 404);
+    // the attachment tags were carried, not synced as images of their own (and the policy did not judge them)
+    const tags = (await fetch(`${dst.url}/v2/mirror/app/tags/list`).then((x) => x.json())) as { tags: string[] };
+    assert.deepEqual(tags.tags.sort(), [referrersFallbackTag(digest), signatureTag(digest), 'v1'].sort());
+    // --prune leaves attachment tags alone
+    ok(['sync', ...TLS, '--quiet', '--src', 'docker', '--dest', 'docker', '--policy', pol, '--prune', `${src.addr}/signed/app`, `${dst.addr}/mirror`]);
+    assert.equal(await status(`${dst.url}/v2/mirror/app/manifests/${signatureTag(digest)}`), 200);
+    assert.equal(await status(`${dst.url}/v2/mirror/app/manifests/${referrersFallbackTag(digest)}`), 200);
+  });
+});

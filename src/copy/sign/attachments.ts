@@ -24,6 +24,15 @@ export function signatureTag(d: Digest): string {
   return `${d.replace(':', '-')}.sig`;
 }
 
+/**
+ * Tags that hold attachments of another manifest rather than images of their own: cosign's
+ * `sha256-<hex>.sig` / `.att` / `.sbom` and the referrers fallback `sha256-<hex>`. sync carries them with
+ * their image (and must neither copy them as images nor prune them).
+ */
+export function isAttachmentTag(tag: string): boolean {
+  return /^sha256-[0-9a-f]{64}(\.(sig|att|sbom))?$/.test(tag) || /^sha512-[0-9a-f]{121,128}(\.(sig|att|sbom))?$/.test(tag);
+}
+
 /** The referrers tag schema fallback tag: `sha256-<hex>` (at most 128 characters). */
 export function referrersFallbackTag(d: Digest): string {
   return d.replace(':', '-').slice(0, 128);
