@@ -10,7 +10,7 @@
  * dir (overlay driver), removed afterwards. Goal (issue 8): ours <= 0.5x.
  *   node dist/bench/ns.bench.js      (RUNS=10 WARMUP=2)
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -93,6 +93,22 @@ try {
       peer: { label: 'buildah run oci', cmd: ['buildah', 'run', '--isolation', 'oci', '--network', 'none', ctr, 'true'], env },
     }),
   );
+  // the CLI path: `tsbuild run` on a working container (as `buildah run`), when the builder CLI is there
+  const tsbuild = new URL('../../bin/tsbuild.js', import.meta.url).pathname;
+  if (existsSync(tsbuild)) {
+    const T = [process.execPath, tsbuild, '--root', join(dir, 'tsbuild')];
+    const tctr = sh(T[0]!, [...T.slice(1), 'from', '-q', 'busybox']);
+    results.push(
+      await benchPair({
+        name: 'true in a working container, CLI (tsbuild run vs buildah run, oci/runc)',
+        runs,
+        warmup,
+        ours: { label: 'tsbuild run', cmd: [...T, 'run', '--network', 'none', tctr, 'true'] },
+        peer: { label: 'buildah run oci', cmd: ['buildah', 'run', '--isolation', 'oci', '--network', 'none', ctr, 'true'], env },
+      }),
+    );
+    sh(T[0]!, [...T.slice(1), 'rm', tctr]);
+  }
   let i = 0;
   results.push(
     await benchPair({

@@ -136,7 +136,9 @@ export class BlockGzip extends Transform {
     if (!last) this.dict = data.length >= DICT ? data.subarray(data.length - DICT) : Buffer.concat([this.dict ?? Buffer.alloc(0), data]).subarray(-DICT);
     this.blocks++;
     // threads from the second block on (the input is large): small layers pay no thread start-up
-    if (this.threads > 1 && this.blocks > 1) this.queue.push(sharedPool(this.threads).deflate(data, dict, last, this.level));
+    // a worker that fails (cannot start, dies) costs speed, not the layer: the same bytes inline
+    if (this.threads > 1 && this.blocks > 1)
+      this.queue.push(sharedPool(this.threads).deflate(data, dict, last, this.level).catch(() => deflateInline(data, dict, last, this.level)));
     else this.queue.push(Promise.resolve(deflateInline(data, dict, last, this.level)));
     // keep the order, and surface a failure only when its turn comes
     this.queue[this.queue.length - 1]!.catch(() => {});
