@@ -267,8 +267,21 @@ export interface UploadStats {
   resumes: number;
 }
 
-let undiciMod: Promise<typeof import('undici')> | undefined;
-const undici = () => (undiciMod ??= import('undici'));
+let undiciMod: Promise<{ Pool: typeof import('undici').Pool }> | undefined;
+/**
+ * undici's Pool only (its index also loads fetch, WebSocket, cookies...: ~3x the start-up time of a CLI copy).
+ * A computed specifier keeps tsc from looking for types of the deep path; the class is the same.
+ */
+const UNDICI_LIB = 'undici/lib/';
+const undici = () =>
+  (undiciMod ??= (async () => {
+    const [pool, dispatcher, api] = await Promise.all(
+      ['dispatcher/pool.js', 'dispatcher/dispatcher.js', 'api/index.js'].map((f) => import(UNDICI_LIB + f) as Promise<{ default: unknown }>),
+    );
+    // what undici's index does: request/stream/pipeline... on every dispatcher
+    Object.assign((dispatcher!.default as { prototype: object }).prototype, api!.default);
+    return { Pool: pool!.default as typeof import('undici').Pool };
+  })());
 
 /**
  * A client for one registry host (`host[:port]`; `docker.io` talks to registry-1.docker.io). Repository
