@@ -16,7 +16,7 @@
  * COPY-able then.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants as FS, fsyncSync, openSync, readSync, type BigIntStats, type Stats } from 'node:fs';
+import { closeSync, constants as FS, fsyncSync, lstatSync, openSync, readSync, type BigIntStats, type Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
@@ -414,7 +414,7 @@ export class BuildContext {
   }
 
   private async computeHash(abs: string): Promise<string> {
-    const st = await fsp.lstat(abs, { bigint: true });
+    const st = lstatSync(abs, { bigint: true });
     this.seen.add(abs);
     const cached = this.statCache.lookup(abs, st);
     if (cached) {
@@ -423,7 +423,7 @@ export class BuildContext {
     }
     const h = await hashFileContent(abs, Number(st.size), this.counters);
     // the file changed while we read it: don't remember this (maybe torn) hash
-    const st2 = await fsp.lstat(abs, { bigint: true });
+    const st2 = lstatSync(abs, { bigint: true });
     if (st2.mtimeNs === st.mtimeNs && st2.size === st.size && st2.ctimeNs === st.ctimeNs) this.statCache.store(abs, st, h);
     return h;
   }

@@ -38,6 +38,7 @@ import {
   lutimesSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readlinkSync,
   symlinkSync,
   unlinkSync,
@@ -221,12 +222,13 @@ interface SrcRoot {
 }
 
 async function walkItem(src: SrcRoot, itemRel: string, exclude: IgnoreMatcher | undefined, req: CopyRequest, signal?: AbortSignal): Promise<Entry[]> {
+  // sync calls: a walk is thousands of tiny syscalls, each async one would be a thread-pool round trip
   const out: Entry[] = [];
-  const rec = async (relInItem: string, abs: string, ctxRel: string): Promise<void> => {
+  const rec = (relInItem: string, abs: string, ctxRel: string): void => {
     signal?.throwIfAborted();
     let names: string[];
     try {
-      names = await fsp.readdir(abs);
+      names = readdirSync(abs);
     } catch (e) {
       fail(req, `${src.label}${ctxRel || '.'}: cannot read directory: ${(e as Error).message}`, e);
     }
@@ -235,22 +237,23 @@ async function walkItem(src: SrcRoot, itemRel: string, exclude: IgnoreMatcher | 
       const r = relInItem ? `${relInItem}/${n}` : n;
       const cr = ctxRel ? `${ctxRel}/${n}` : n;
       const a = join(abs, n);
-      const st = await fsp.lstat(a);
+      const st = lstatSync(a);
+      if (st.isSocket()) continue; // sockets are not copied (as tar and docker)
       const ign = (src.ctx?.isIgnored(cr) ?? false) || (exclude?.ignores(r) ?? false);
       if (ign) {
         if (st.isDirectory() && ((src.ctx?.ignore.mayIncludeBelow(cr) ?? false) || (exclude?.mayIncludeBelow(r) ?? false))) {
           const before = out.length;
           out.push({ rel: r, abs: a, st });
-          await rec(r, a, cr);
+          rec(r, a, cr);
           if (out.length === before + 1) out.pop();
         }
         continue;
       }
       out.push({ rel: r, abs: a, st });
-      if (st.isDirectory()) await rec(r, a, cr);
+      if (st.isDirectory()) rec(r, a, cr);
     }
   };
-  await rec('', join(src.root, itemRel), itemRel);
+  rec('', join(src.root, itemRel), itemRel);
   return out;
 }
 
@@ -518,7 +521,7 @@ export async function planCopy(req: CopyRequest, from: CopySourceRoot, io: CopyI
         await parallel(it.entries, 16, async (e) => {
           const p = e.rel ? (base ? `${base}/${e.rel}` : e.rel) : base || '.';
           if (e.st.isFile()) e.hash = await hashOf(e, p);
-          else if (e.st.isSymbolicLink()) e.link = await fsp.readlink(e.abs);
+          else if (e.st.isSymbolicLink()) e.link = readlinkSync(e.abs);
         });
         for (const e of it.entries) {
           const p = e.rel ? (base ? `${base}/${e.rel}` : e.rel) : base || '.';
