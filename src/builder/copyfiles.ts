@@ -156,7 +156,8 @@ function fail(req: CopyRequest, msg: string, cause?: unknown): never {
 }
 
 const isUrl = (s: string) => /^https?:\/\//i.test(s);
-const isGit = (s: string) => /^git@|^git:\/\/|\.git(#.*)?$/.test(s) && !/^https?:\/\/[^#]*[^t]$/.test(s);
+/** A git source as BuildKit recognises one: git@host:..., git:// or ssh:// URLs, an http(s) URL ending in .git (optionally #ref). */
+const isGit = (s: string) => /^(git@|git:\/\/|ssh:\/\/)/.test(s) || /^https?:\/\/[^#]+\.git(#.*)?$/.test(s);
 
 // ---------------------------------------------------------------------------------------------
 // Resolution inside a root (symlinks followed in scope; `..` clamps at the root, as chroot does)
@@ -438,6 +439,7 @@ export async function planCopy(req: CopyRequest, from: CopySourceRoot, io: CopyI
         items.push({ kind: 'heredoc', spec, name: h.name, content: h.content });
         continue;
       }
+      if (req.kind === 'ADD' && isGit(spec)) fail(req, `${spec}: git sources are not supported by tsbuild (clone in a RUN step)`);
       if (isUrl(spec)) {
         if (req.kind === 'COPY') fail(req, `${spec}: source can't be a URL for COPY`);
         if (!('context' in from)) fail(req, `${spec}: a URL source can't be used with --from`);
@@ -457,7 +459,6 @@ export async function planCopy(req: CopyRequest, from: CopySourceRoot, io: CopyI
         }
         continue;
       }
-      if (req.kind === 'ADD' && isGit(spec)) fail(req, `${spec}: git sources are not supported by tsbuild (clone in a RUN step)`);
       // --parents: `a/./b/c` keeps `b/c` under the destination
       let keepFrom = -1;
       const raw = spec.replace(/^\/+/, '');
@@ -496,10 +497,7 @@ export async function planCopy(req: CopyRequest, from: CopySourceRoot, io: CopyI
         } else {
           const abs = join(src.root, r.rel);
           const it: Item = { kind: 'path', spec, srcRel: r.rel, name, keep, isDir: false, entries: [{ rel: '', abs, st: r.st }] };
-          if (req.kind === 'ADD' && r.st.isFile() && req.unpack !== false && 'context' in from) {
-            const a = detectArchive(readHead(abs, 512));
-            if (a !== undefined && (await compressedIsTar(abs, a))) it.archive = a;
-          } else if (req.kind === 'ADD' && r.st.isFile() && req.unpack !== false) {
+          if (req.kind === 'ADD' && r.st.isFile() && req.unpack !== false) {
             const a = detectArchive(readHead(abs, 512));
             if (a !== undefined && (await compressedIsTar(abs, a))) it.archive = a;
           }

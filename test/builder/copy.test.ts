@@ -331,5 +331,9 @@ describe('ADD', () => {
     assert.ok(!existsSync(join(root, 'bad')));
     await assert.rejects(copyFiles(req([`http://127.0.0.1:${port}/missing`], '/m', { kind: 'ADD' }), { context: ctx }, { rootfs: root, workdir: '/' }), /HTTP 404/);
     await assert.rejects(copyFiles(req([url], '/c'), { context: ctx }, { rootfs: root, workdir: '/' }), /source can't be a URL for COPY/);
+    await assert.rejects(
+      copyFiles(req([`http://127.0.0.1:${port}/repo.git#main`], '/g/', { kind: 'ADD' }), { context: ctx }, { rootfs: root, workdir: '/' }),
+      /ADD http:\/\/127\.0\.0\.1:\d+\/repo\.git#main: git sources are not supported/,
+    );
   });
 });
