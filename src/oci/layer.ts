@@ -34,6 +34,8 @@ export interface LayerResult {
 
 export interface WriteLayerOptions {
   level?: number | undefined;
+  /** gzip worker threads (see CompressOptions.threads; 0 = one zlib stream). */
+  threads?: number | undefined;
   signal?: AbortSignal | undefined;
   /** Uncompressed bytes read so far. */
   onProgress?: ((bytes: number) => void) | undefined;
@@ -54,7 +56,7 @@ export async function writeLayer(
   const out = compression === 'none' ? undefined : new HashingStream();
   const body = new PassThrough({ highWaterMark: 1024 * 1024 });
   const stages: (Readable | Transform | PassThrough)[] =
-    compression === 'none' ? [tar, diff, body] : [tar, diff, compressStream(compression, { level: opts.level }), out!, body];
+    compression === 'none' ? [tar, diff, body] : [tar, diff, compressStream(compression, { level: opts.level, threads: opts.threads }), out!, body];
   const piping = (pipeline as (...a: unknown[]) => Promise<void>)(...stages, { signal: opts.signal });
   let sinkErr: unknown;
   const sinking = sink(body)
