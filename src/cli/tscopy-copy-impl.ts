@@ -81,7 +81,11 @@ export async function withRetries<T>(times: number, what: string, fn: () => Prom
  * is written (skopeo's default /etc/containers/policy.json unless --policy/--insecure-policy), signatures and
  * referrers carried after the manifest (unless --remove-signatures), --sign-by-key.
  */
-export async function signingHooks(opts: Opts, destOpen: OpenOptions, log: (s: string) => void): Promise<Pick<CopyOptions, 'beforeWrite' | 'afterManifest'>> {
+export async function signingHooks(
+  opts: Opts,
+  destOpen: OpenOptions,
+  log: (s: string) => void,
+): Promise<Pick<CopyOptions, 'beforeWrite' | 'afterManifest'> & { carryOnly: Awaited<ReturnType<typeof import('./sign-impl.js').copySigningHooks>>['carryOnly'] }> {
   const { copySigningHooks } = await import('./sign-impl.js');
   const h = await copySigningHooks(
     {
@@ -94,7 +98,7 @@ export async function signingHooks(opts: Opts, destOpen: OpenOptions, log: (s: s
     },
     { openDestinationReader: (d) => openSource(d.name, destOpen), log },
   );
-  return { beforeWrite: (ctx) => h.beforeWrite(ctx), afterManifest: (ctx) => h.afterManifest(ctx) };
+  return { beforeWrite: (ctx) => h.beforeWrite(ctx), afterManifest: (ctx) => h.afterManifest(ctx), carryOnly: (ctx) => h.carryOnly(ctx) };
 }
 
 export interface CliCopy {

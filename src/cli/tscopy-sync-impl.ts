@@ -5,6 +5,7 @@ import { cliReporter } from '../copy/progress.js';
 import type { CopyOptions } from '../copy/engine.js';
 import { openOptions, platformFrom, runCopy, signingHooks, summaryLine } from './tscopy-copy-impl.js';
 import { rootController } from './common.js';
+import { openDestination, openSource } from '../copy/transports/index.js';
 import { closeTransports } from '../copy/transports/index.js';
 
 type Opts = Record<string, unknown>;
@@ -26,7 +27,7 @@ async function syncCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
   const log = (s: string) => void (quiet ? undefined : process.stdout.write(`${s}\n`));
   const srcOpen = openOptions(opts, 'src');
   const destOpen = openOptions(opts, 'dest');
-  const hooks = await signingHooks(opts, destOpen, (s) => process.stderr.write(`${s}\n`));
+  const { carryOnly, ...hooks } = await signingHooks(opts, destOpen, (s) => process.stderr.write(`${s}\n`));
   const retryTimes = typeof opts.retryTimes === 'number' ? opts.retryTimes : 0;
   const base: CopyOptions = {
     signal: rootController.signal,
@@ -53,6 +54,24 @@ async function syncCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
     srcOpen,
     destOpen,
     log,
+    // signatures/referrers added at the source since the last sync still travel (the signing engineer's hook)
+    upToDate:
+      opts.removeSignatures === true
+        ? undefined
+        : async (src, dest, so) => {
+            const s = await openSource(src, { ...srcOpen, ...so });
+            try {
+              const d = await openDestination(dest, destOpen);
+              try {
+                const sourceManifest = await s.manifest(undefined, { signal: rootController.signal });
+                await carryOnly({ source: s, sourceManifest, destination: d, destManifest: sourceManifest, io: { signal: rootController.signal } });
+              } finally {
+                await d.close();
+              }
+            } finally {
+              await s.close();
+            }
+          },
     copy: async (src, dest, so) => {
       const reporter = cliReporter({ quiet: quiet || !process.stdout.isTTY ? true : false });
       try {

@@ -71,6 +71,8 @@ export interface SyncOptions extends Io {
   log: (line: string) => void;
   /** Copies one image (the CLI's runCopy with retries, hooks and progress). */
   copy: (src: ImageName, dest: ImageName, srcOpen: OpenOptions) => Promise<CopyResult>;
+  /** For an image found up to date (not with --dry-run): carry signatures/referrers added at the source since. */
+  upToDate?: ((src: ImageName, dest: ImageName, srcOpen: OpenOptions) => Promise<void>) | undefined;
 }
 
 export interface SyncSummary {
@@ -275,6 +277,18 @@ export async function sync(srcArg: string, destArg: string, o: SyncOptions): Pro
     if (st.upToDate) {
       summary.skipped++;
       o.log(`Skipping ${img.src}: ${img.dest} is up to date (${st.digest})`);
+      if (o.upToDate && !o.dryRun) {
+        try {
+          await o.upToDate(await parseImageName(img.src), await parseImageName(img.dest), img.srcOpen);
+        } catch (e) {
+          if (o.signal?.aborted) throw e;
+          const msg = `signatures/referrers: ${(e as Error)?.message ?? String(e)}`;
+          summary.failures.push({ image: img.src, error: msg });
+          summary.failed++;
+          o.log(`Failed ${img.src}: ${msg}`);
+          if (!o.keepGoing) throw new TsimageError(`sync: ${img.src}: ${msg}`, { cause: e });
+        }
+      }
       continue;
     }
     if (o.dryRun) {

@@ -248,6 +248,14 @@ describe('sync carries signatures and enforces the policy', () => {
     // the attachment tags were carried, not synced as images of their own (and the policy did not judge them)
     const tags = (await fetch(`${dst.url}/v2/mirror/app/tags/list`).then((x) => x.json())) as { tags: string[] };
     assert.deepEqual(tags.tags.sort(), [referrersFallbackTag(digest), signatureTag(digest), 'v1'].sort());
+    // a signature added at the source after the image was mirrored travels with the next sync (image up to date)
+    const k2 = keyPair(dir, 'k2');
+    ok(['sign', '--tls-verify=false', '--key', k2.key, '--password-file', k2.pw, `docker://${src.addr}/signed/app:v1`]);
+    const again = ok(['sync', ...TLS, '--src', 'docker', '--dest', 'docker', '--policy', pol, `${src.addr}/signed/app`, `${dst.addr}/mirror`]);
+    assert.match(again.stdout, /up to date/);
+    assert.match(again.stderr, /Merged signatures into sha256-[0-9a-f]{64}\.sig/);
+    assert.equal((await getJson(`${dst.url}/v2/mirror/app/manifests/${signatureTag(digest)}`)).layers.length, 2);
+    ok(['verify', '--tls-verify=false', '--key', k2.pub, '--identity', `${src.addr}/signed/app`, `docker://${dst.addr}/mirror/app:v1`]);
     // --prune leaves attachment tags alone
     ok(['sync', ...TLS, '--quiet', '--src', 'docker', '--dest', 'docker', '--policy', pol, '--prune', `${src.addr}/signed/app`, `${dst.addr}/mirror`]);
     assert.equal(await status(`${dst.url}/v2/mirror/app/manifests/${signatureTag(digest)}`), 200);
