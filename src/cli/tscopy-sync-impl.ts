@@ -55,8 +55,9 @@ async function syncCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
     destOpen,
     log,
     // signatures/referrers added at the source since the last sync still travel (the signing engineer's hook)
+    // (only registries: dir: cannot hold signatures, and opening a dir: destination would reset it)
     upToDate:
-      opts.removeSignatures === true
+      opts.removeSignatures === true || destTransport !== 'docker'
         ? undefined
         : async (src, dest, so) => {
             const s = await openSource(src, { ...srcOpen, ...so });
