@@ -82,6 +82,8 @@ export interface StageResult {
 /** The PATH a FROM scratch image gets (buildah and BuildKit set it). */
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
+const TIMING = process.env.TSIMAGE_TIMING === '1';
+
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
 function nowIso(ts?: number): string {
@@ -524,7 +526,9 @@ export class StageExecutor {
     let plan: CopyPlan | undefined;
     try {
       const source = from === undefined ? { context: o.ctx } : { rootfs: await this.sourceDir(from, ins), name: from };
+      const tp = performance.now();
       plan = await planCopy(req, source, { signal: o.signal, timestamp: o.timestamp });
+      if (TIMING) this.log(`    (plan ${fmtDuration(performance.now() - tp)})`);
       const p = plan;
       const inputs: CacheInputs = { files: p.inputs.files, other: { workdir, pending: this.pendingWorkdir ?? null, from: from ?? null } };
       const createdBy = `/bin/sh -c #(nop) ${ins.text}`;
@@ -579,7 +583,9 @@ export class StageExecutor {
         await mkdir(p, { recursive: true, mode: 0o755 });
         this.pendingWorkdir = undefined;
       }
+      const tf = performance.now();
       await fn(rootfs);
+      if (TIMING) this.log(`    (apply ${fmtDuration(performance.now() - tf)})`);
       await this.releaseTempSnaps();
       await pruneUnchangedDirs(o.snap, snapKey, st.config.rootfs.diff_ids);
       let blob: Descriptor | undefined;
@@ -592,6 +598,7 @@ export class StageExecutor {
         },
         { signal: o.signal },
       );
+      if (TIMING) this.log(`    (layer ${fmtDuration(performance.now() - tf)} since apply start, ${res.uncompressedSize} bytes)`);
       const empty = res.uncompressedSize <= 1024;
       let layer: Descriptor | undefined;
       if (!empty) {
