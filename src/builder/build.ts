@@ -36,6 +36,10 @@ export interface BuildOptions {
   noCache?: boolean | undefined;
   pull?: 'always' | 'missing' | 'never' | 'ifnewer' | undefined;
   format?: 'oci' | 'docker' | undefined;
+  /**
+   * Layer compression in the local store: 'none' (default, as buildah's --disable-compression: layers are
+   * compressed where they are written to, by push or --output), gzip or zstd.
+   */
   compression?: Compression | undefined;
   squash?: boolean | undefined;
   /** epoch seconds */
@@ -203,7 +207,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
           layers: o.layers ?? true,
           noCache: o.noCache ?? false,
           pull,
-          compression: o.compression ?? 'gzip',
+          compression: o.compression ?? 'none',
           format: o.format ?? 'oci',
           timestamp,
           network: o.network ?? 'host',
@@ -240,7 +244,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
     const res = await commitImage(store, snap, final.state, {
       tags: o.tags ?? [],
       format: o.format ?? 'oci',
-      compression: o.compression ?? 'gzip',
+      compression: o.compression ?? 'none',
       squash: o.squash ?? false,
       timestamp,
       labels: o.labels,

@@ -550,6 +550,8 @@ export class StageExecutor {
     const o = this.o;
     const t0 = performance.now();
     const parent = this.key;
+    // the same step stored with another compression is another cache entry (its layer blob differs)
+    if (o.compression !== 'none') inputs = { ...inputs, other: { ...(inputs.other ?? {}), compression: o.compression } };
     const key = cacheKey(parent, instruction, inputs);
     const created = nowIso(o.timestamp);
     const hist = (empty: boolean, when: string): HistoryEntry => {

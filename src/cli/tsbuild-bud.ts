@@ -93,7 +93,7 @@ export async function budCommand(context: string | undefined, opts: Record<strin
     noCache: opts.cache === false,
     pull: pull as 'always',
     format: opts.format as 'oci' | 'docker',
-    compression: opts.compressionFormat as 'gzip' | 'zstd',
+    compression: (opts.compressionFormat as 'gzip' | 'zstd' | undefined) ?? (boolOpt(opts.disableCompression, 'disable-compression') ? 'none' : 'gzip'),
     squash: !!opts.squash,
     timestamp,
     isolation: opts.isolation as string | undefined,

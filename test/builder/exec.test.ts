@@ -260,7 +260,7 @@ describe('tsbuild executor', () => {
     const root = tempDir(t, 'root');
     const ctx = context(t, 'FROM busybox\nRUN echo a > /a\nRUN echo b > /b\n');
     const iid = join(tempDir(t, 'iid'), 'iid');
-    const r = await bud(root, ctx, { tags: ['sq'], squash: true, format: 'docker', iidfile: iid, manifest: 'mylist' });
+    const r = await bud(root, ctx, { tags: ['sq'], squash: true, format: 'docker', iidfile: iid, manifest: 'mylist', compression: 'gzip' });
     assert.equal(readFileSync(iid, 'utf8'), r.imageId);
     const store = await ImageStore.open(root);
     const img = await store.resolve('sq');
