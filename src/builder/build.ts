@@ -164,6 +164,8 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
         if (pull !== 'always') {
           const have = await store.find(name);
           if (have) return have;
+          // FROM busybox on an empty store: the embedded base, no network (`tsbuild pull docker://busybox` for Docker Hub's)
+          if (isEmbeddedBaseName(name)) return store.ensureEmbeddedBase(signal);
         }
         if (pull !== 'never' && o.puller) {
           const got = await o.puller(name, store, signal).catch((e: unknown) => {

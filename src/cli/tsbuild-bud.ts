@@ -83,6 +83,7 @@ export async function budCommand(context: string | undefined, opts: Record<strin
     if (logStream) logStream.write(l + '\n');
     else if (!quiet) process.stderr.write(l + '\n');
   };
+  const transfer = { tlsVerify: boolOpt(opts.tlsVerify, 'tls-verify'), authfile: opts.authfile as string | undefined, creds: opts.creds as string | undefined, certDir: opts.certDir as string | undefined };
   const res = await build({
     contextDir: context ?? '.',
     file: opts.file as string | undefined,
@@ -111,13 +112,19 @@ export async function budCommand(context: string | undefined, opts: Record<strin
     runOutput: quiet ? 'ignore' : logStream ?? process.stderr,
     signal: rootController.signal,
     explainCache: !!opts.explainCache,
+    puller: async (name, store, signal) => {
+      const { pullImage } = await import('../builder/transfer.js');
+      return pullImage(name, store, { ...transfer, quiet, signal, log });
+    },
     ignoreFile: opts.ignorefile as string | undefined,
   });
   if (opts.push) {
     const { pushImage } = await import('../builder/transfer.js');
+    const { ImageStore } = await import('../builder/store.js');
     const name = res.names[0];
     if (!name) throw new UsageError('--push needs a name (-t)');
-    await pushImage(name, undefined, { tlsVerify: boolOpt(opts.tlsVerify, 'tls-verify'), authfile: opts.authfile as string | undefined, creds: opts.creds as string | undefined, quiet, signal: rootController.signal });
+    await pushImage(await ImageStore.open(), name, undefined, { ...transfer, quiet, signal: rootController.signal });
+    log(`Pushed ${name}`);
   }
   process.stdout.write(res.imageId + '\n');
   if (logStream) await new Promise<void>((r) => logStream!.end(() => r()));

@@ -234,23 +234,24 @@ export async function infoCommand(g: Record<string, unknown>): Promise<void> {
 
 export async function pullCommand(image: string, opts: Record<string, unknown>, g: Record<string, unknown>): Promise<void> {
   const store = await openStore(g);
-  const { pullImage } = await import('../builder/transfer.js');
   const { isEmbeddedBaseName } = await import('../builder/store.js');
-  const got = await pullImage(image, store, { tlsVerify: boolOpt(opts.tlsVerify, 'tls-verify'), authfile: opts.authfile as string | undefined, creds: opts.creds as string | undefined, quiet: !!opts.quiet, signal: rootController.signal });
-  if (got) {
-    process.stdout.write(got.id.slice(7) + '\n');
-    return;
-  }
-  if (isEmbeddedBaseName(image)) {
+  if (isEmbeddedBaseName(image) && opts.embedded !== false) {
+    // the offline base: no registry needed (tsbuild pull docker://busybox pulls the real one)
     const b = await store.ensureEmbeddedBase(rootController.signal);
     process.stdout.write(b.id.slice(7) + '\n');
     return;
   }
-  throw new UsageError(`cannot pull ${image}: the copy engine (src/copy) is not available in this build`);
+  const { pullImage } = await import('../builder/transfer.js');
+  const log = opts.quiet ? undefined : (l: string) => process.stderr.write(l + '\n');
+  const got = await pullImage(image, store, { tlsVerify: boolOpt(opts.tlsVerify, 'tls-verify'), authfile: opts.authfile as string | undefined, creds: opts.creds as string | undefined, certDir: opts.certDir as string | undefined, quiet: !!opts.quiet, signal: rootController.signal, log });
+  if (!got) throw new UsageError(`pulled ${image}, but it is not in the local store afterwards`);
+  process.stdout.write(got.id.slice(7) + '\n');
 }
 
 export async function pushCommand(image: string, dest: string | undefined, opts: Record<string, unknown>, g: Record<string, unknown>): Promise<void> {
-  applyGlobals(g);
+  const store = await openStore(g);
   const { pushImage } = await import('../builder/transfer.js');
-  await pushImage(image, dest, { tlsVerify: boolOpt(opts.tlsVerify, 'tls-verify'), authfile: opts.authfile as string | undefined, creds: opts.creds as string | undefined, quiet: !!opts.quiet, format: opts.format as string | undefined, signal: rootController.signal });
+  const digest = await pushImage(store, image, dest, { tlsVerify: boolOpt(opts.tlsVerify, 'tls-verify'), authfile: opts.authfile as string | undefined, creds: opts.creds as string | undefined, certDir: opts.certDir as string | undefined, quiet: !!opts.quiet, format: opts.format as string | undefined, signal: rootController.signal });
+  if (opts.digestfile) await (await import('node:fs/promises')).writeFile(String(opts.digestfile), digest);
+  if (!opts.quiet) process.stderr.write(`Pushed ${image}${dest ? ` to ${dest}` : ''} (${digest})\n`);
 }

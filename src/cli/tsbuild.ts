@@ -186,6 +186,7 @@ export function program(): Command {
     .option('--tls-verify [bool]', 'verify TLS', 'true')
     .option('--authfile <file>', 'auth.json')
     .option('--creds <user:pass>', 'credentials')
+    .option('--cert-dir <dir>', 'certificates for the registry')
     .option('-q, --quiet', 'no progress')
     .action(async (image: string, opts: Record<string, unknown>, cmd: Command) => (await import('./tsbuild-images.js')).pullCommand(image, opts, cmd.optsWithGlobals()));
 
@@ -194,7 +195,9 @@ export function program(): Command {
     .option('--tls-verify [bool]', 'verify TLS', 'true')
     .option('--authfile <file>', 'auth.json')
     .option('--creds <user:pass>', 'credentials')
-    .addOption(new Option('--format <fmt>', 'manifest format').choices(['oci', 'docker', 'v2s2']))
+    .addOption(new Option('-f, --format <fmt>', 'manifest format').choices(['oci', 'docker', 'v2s2']))
+    .option('--cert-dir <dir>', 'certificates for the registry')
+    .option('--digestfile <file>', 'write the pushed manifest digest here')
     .option('-q, --quiet', 'no progress')
     .action(async (image: string, dest: string | undefined, opts: Record<string, unknown>, cmd: Command) => (await import('./tsbuild-images.js')).pushCommand(image, dest, opts, cmd.optsWithGlobals()));
 

@@ -1,0 +1,70 @@
+/** tsbuild pull/push and FROM a registry image, through the copy engine, against distribution on loopback; podman runs the pushed image. */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PEERS, requireTool, startDistribution, tempDir } from '../helpers.js';
+import { build } from '../../src/builder/build.js';
+import { ImageStore } from '../../src/builder/store.js';
+import { pullImage, pushImage } from '../../src/builder/transfer.js';
+import { StringSink } from '../../src/builder/executor.js';
+
+describe('tsbuild pull/push through the copy engine', () => {
+  it('pushes a build (layers compressed on the way), podman runs it, and a second build pulls it as its base', async (t) => {
+    requireTool('podman');
+    requireTool('skopeo');
+    const reg = await startDistribution(t);
+    const root = tempDir(t, 'root');
+    const ctx = tempDir(t, 'ctx');
+    writeFileSync(join(ctx, 'Containerfile'), 'FROM busybox\nRUN echo pushed-and-pulled > /msg\nCMD ["cat", "/msg"]\n');
+    const res = await build({ contextDir: ctx, root, tags: ['app'], log: () => {}, runOutput: new StringSink(), network: 'none' });
+    const store = await ImageStore.open(root);
+    const local = await store.resolve('app');
+    assert.equal(local.manifest.layers.at(-1)!.mediaType, 'application/vnd.oci.image.layer.v1.tar', 'local layers stay uncompressed (as buildah)');
+
+    const ref = `${reg.addr}/tsbuild/app:v1`;
+    await pushImage(store, 'app', `docker://${ref}`, { tlsVerify: false });
+    const raw = JSON.parse(execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${ref}`], { encoding: 'utf8' })) as { layers: { mediaType: string }[]; config: { digest: string } };
+    assert.ok(raw.layers.every((l) => l.mediaType.endsWith('+gzip')), `pushed layers are gzip: ${raw.layers.map((l) => l.mediaType).join(', ')}`);
+    assert.equal(raw.config.digest, `sha256:${res.imageId}`, 'same image ID (config) at the registry');
+
+    // podman (own storage) pulls and runs it
+    const proot = `/tmp/tsxfer-${randomBytes(4).toString('hex')}`;
+    mkdirSync(proot);
+    const g = ['--root', join(proot, 's'), '--runroot', join(proot, 'r')];
+    const env = { ...process.env, CONTAINERS_CONF: join(PEERS, 'containers.conf') };
+    t.after(() => {
+      spawnSync('podman', [...g, 'rmi', '-a', '-f'], { env });
+      for (const m of readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m.startsWith(proot)).reverse()) spawnSync('umount', ['-l', m]);
+      rmSync(proot, { recursive: true, force: true });
+    });
+    const out = execFileSync('podman', [...g, 'run', '--rm', '--tls-verify=false', '--network', 'none', ref], { env, encoding: 'utf8' });
+    assert.equal(out, 'pushed-and-pulled\n');
+
+    // a fresh store builds FROM the registry image: pulled through the engine
+    const root2 = tempDir(t, 'root2');
+    const ctx2 = tempDir(t, 'ctx2');
+    writeFileSync(join(ctx2, 'Containerfile'), `FROM ${ref}\nRUN cat /msg > /again\n`);
+    const sink = new StringSink();
+    const lines: string[] = [];
+    await build({
+      contextDir: ctx2,
+      root: root2,
+      tags: ['child'],
+      log: (l) => lines.push(l),
+      runOutput: sink,
+      network: 'none',
+      puller: (name, s, signal) => pullImage(name, s, { tlsVerify: false, signal }),
+    });
+    const store2 = await ImageStore.open(root2);
+    const base = await store2.resolve(ref);
+    assert.equal(base.id, local.id);
+    const child = await store2.resolve('child');
+    assert.equal(child.manifest.layers.length, 3);
+    // --pull=never with a missing image: a clear error naming it
+    writeFileSync(join(ctx2, 'Containerfile'), `FROM ${reg.addr}/nope:v1\n`);
+    await assert.rejects(build({ contextDir: ctx2, root: root2, pull: 'never', log: () => {}, network: 'none' }), /Containerfile:1: FROM .*nope:v1.*not in the local store/);
+  });
+});
