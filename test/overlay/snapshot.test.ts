@@ -262,6 +262,42 @@ describe('snapshot housekeeping', () => {
     assert.ok(!existsSync(join(root, 'containers', 'left')));
   });
 
+  it('picks the vfs driver with a notice where overlayfs cannot mount (state dir on an overlay), refuses an explicit overlay', async (t) => {
+    // the state root inside an overlay mount: overlayfs cannot be an upperdir, so the probe fails
+    const outer = join(work, 'outer');
+    for (const d of ['l', 'u', 'w', 'm']) mkdirSync(join(outer, d), { recursive: true });
+    const mnt = join(outer, 'm');
+    const r0 = spawnSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${join(outer, 'l')},upperdir=${join(outer, 'u')},workdir=${join(outer, 'w')}`, mnt], { encoding: 'utf8' });
+    assert.equal(r0.status, 0, r0.stderr);
+    t.after(() => {
+      spawnSync('umount', [mnt]);
+      rmSync(outer, { recursive: true, force: true });
+    });
+    const mod = new URL('../../src/overlay/index.js', import.meta.url).pathname;
+    const script = (driver: string) => `import { openSnapshotter } from ${JSON.stringify(mod)};
+      import { writeFileSync } from 'node:fs';
+      const notices = [];
+      try {
+        const s = await openSnapshotter({ root: ${JSON.stringify(join(mnt, 'state'))}, driver: '${driver}', notice: (m) => notices.push(m) });
+        const { rootfs } = await s.prepare('k', []);
+        writeFileSync(rootfs + '/f', 'x');
+        const names = [];
+        for await (const c of s.diff('k')) names.push(c.length);
+        await s.close();
+        console.log(JSON.stringify({ driver: s.driver, notices, bytes: names.reduce((a, b) => a + b, 0) }));
+      } catch (e) { console.log(JSON.stringify({ error: e.message })); }`;
+    const run = (driver: string) => JSON.parse(spawnSync(process.execPath, ['--input-type=module', '-e', script(driver)], { encoding: 'utf8' }).stdout.trim());
+    const auto = run('auto');
+    assert.equal(auto.driver, 'vfs', JSON.stringify(auto));
+    assert.equal(auto.notices.length, 1);
+    assert.match(auto.notices[0], /overlayfs is not available under .*state; using the copy-based vfs storage driver/);
+    assert.ok(auto.bytes >= 1536, 'the vfs snapshot diffs');
+    const explicit = run('overlay');
+    assert.match(explicit.error, /overlayfs is not available here .*use --storage-driver vfs/);
+    const bad = run('zfs');
+    assert.match(bad.error, /unknown storage driver "zfs" \(expected overlay or vfs\)/);
+  });
+
   it('unmounts on remove even when the snapshot is in use', async (t) => {
     const root = join(work, 'busy');
     const snap = await openSnapshotter({ root, driver: 'overlay' });
