@@ -210,7 +210,7 @@ async function main(): Promise<void> {
         await benchPair({
           name: 'sync 50 tags, 45 unchanged',
           ours: { label: 'tscopy', before: () => reset(mirrorOurs), cmd: [...TSCOPY, 'sync', '-q', '--src', 'docker', '--dest', 'docker', ...NOTLS, `${A.addr}/bench/sync`, mirrorOurs] },
-          peer: { label: 'skopeo', before: () => reset(mirrorPeer), cmd: ['skopeo', 'sync', '-q', '--src', 'docker', '--dest', 'docker', ...NOTLS, `${A.addr}/bench/sync`, mirrorPeer] },
+          peer: { label: 'skopeo', before: () => reset(mirrorPeer), cmd: ['skopeo', 'sync', '--src', 'docker', '--dest', 'docker', ...NOTLS, `${A.addr}/bench/sync`, mirrorPeer] },
         }),
       );
     }

@@ -1,4 +1,5 @@
 /** Implementations of tscopy copy and inspect (loaded lazily by tscopy-copy.ts). */
+import { setMaxListeners } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import {
   hostPlatform,
@@ -149,6 +150,7 @@ async function copyCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
   const reporter = cliReporter({ quiet: opts.quiet === true });
   const log = (s: string) => (opts.quiet ? process.stderr.write(`${s}\n`) : reporter.message(s));
   const destOpen = openOptions(opts, 'dest');
+  setMaxListeners(0, rootController.signal);
   const hooks = await signingHooks(opts, destOpen, log);
   const options: CopyOptions = {
     signal: rootController.signal,

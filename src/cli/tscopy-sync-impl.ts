@@ -1,4 +1,5 @@
 /** tscopy sync (loaded lazily by tscopy-copy.ts). */
+import { setMaxListeners } from 'node:events';
 import { TsimageError, UsageError } from '../oci/index.js';
 import { sync } from '../copy/sync.js';
 import { cliReporter } from '../copy/progress.js';
@@ -39,7 +40,9 @@ async function syncCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
     preserveDigests: opts.preserveDigests === true,
     removeSignatures: opts.removeSignatures === true,
     ...hooks,
+    inflight: new Map(),
   };
+  setMaxListeners(0, rootController.signal);
   const summary = await sync(srcArg, destArg, {
     signal: rootController.signal,
     srcTransport,

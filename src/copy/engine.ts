@@ -99,6 +99,11 @@ export interface CopyOptions extends Io {
   beforeWrite?: ((ctx: CopyHookContext) => Promise<void> | void) | undefined;
   /** Runs after the top manifest is written, before commit (signatures). */
   afterManifest?: ((ctx: CopyHookContext) => Promise<void> | void) | undefined;
+  /**
+   * Blob copies in flight across concurrent copies to one registry (sync): a copy that needs a blob another is
+   * sending waits for it and then finds it present (or mounts it) instead of sending it twice.
+   */
+  inflight?: Map<string, Promise<unknown>> | undefined;
 }
 
 export interface CopyStats {
@@ -441,6 +446,20 @@ export class CopyEngine {
   }
 
   private async copyPlain(d: Descriptor, io: Io): Promise<Descriptor> {
+    const inflight = this.opts.inflight;
+    if (!inflight) return this.copyPlainNow(d, io);
+    const key = d.digest;
+    for (let other = inflight.get(key); other; other = inflight.get(key)) await other.catch(() => undefined);
+    const mine = this.copyPlainNow(d, io);
+    inflight.set(key, mine);
+    try {
+      return await mine;
+    } finally {
+      if (inflight.get(key) === mine) inflight.delete(key);
+    }
+  }
+
+  private async copyPlainNow(d: Descriptor, io: Io): Promise<Descriptor> {
     const reused = await this.tryReuse(d, 'blob', io);
     if (reused) return reused;
     const bar = this.reporter.blob('blob', d);

@@ -68,6 +68,8 @@ export interface SyncOptions extends Io {
   destOpen: OpenOptions;
   /** Parallel up-to-date checks (default 8). */
   checkJobs?: number | undefined;
+  /** Images copied at the same time (default 3; their shared blobs are sent once). */
+  imageJobs?: number | undefined;
   log: (line: string) => void;
   /** Copies one image (the CLI's runCopy with retries, hooks and progress). */
   copy: (src: ImageName, dest: ImageName, srcOpen: OpenOptions) => Promise<CopyResult>;
@@ -263,6 +265,23 @@ export async function sync(srcArg: string, destArg: string, o: SyncOptions): Pro
     }
   }, o.checkJobs ?? 8);
   await Promise.all(images.map((i) => check.push(i)));
+  // Copies: a few images at a time (blobs shared between them are sent once: CopyOptions.inflight in o.copy).
+  const copies = fastq.promise(async (img: SyncImage) => {
+    o.log(`Copying ${img.src} to ${img.dest}`);
+    try {
+      if (img.dest.startsWith('dir:')) await fsp.mkdir(join(img.dest.slice(4), '..'), { recursive: true });
+      await o.copy(await parseImageName(img.src), await parseImageName(img.dest), img.srcOpen);
+      summary.copied++;
+    } catch (e) {
+      if (o.signal?.aborted) throw e;
+      summary.failed++;
+      const msg = (e as Error)?.message ?? String(e);
+      summary.failures.push({ image: img.src, error: msg });
+      o.log(`Failed ${img.src}: ${msg}`);
+      if (!o.keepGoing) throw new TsimageError(`sync: copying ${img.src} to ${img.dest}: ${msg}`, { cause: e });
+    }
+  }, Math.max(1, o.imageJobs ?? 3));
+  const running: Promise<void>[] = [];
   for (const img of images) {
     o.signal?.throwIfAborted();
     const st = state.get(img)!;
@@ -296,19 +315,13 @@ export async function sync(srcArg: string, destArg: string, o: SyncOptions): Pro
       o.log(`Would copy ${img.src} to ${img.dest}`);
       continue;
     }
-    o.log(`Copying ${img.src} to ${img.dest}`);
-    try {
-      if (img.dest.startsWith('dir:')) await fsp.mkdir(join(img.dest.slice(4), '..'), { recursive: true });
-      await o.copy(await parseImageName(img.src), await parseImageName(img.dest), img.srcOpen);
-      summary.copied++;
-    } catch (e) {
-      if (o.signal?.aborted) throw e;
-      summary.failed++;
-      const msg = (e as Error)?.message ?? String(e);
-      summary.failures.push({ image: img.src, error: msg });
-      o.log(`Failed ${img.src}: ${msg}`);
-      if (!o.keepGoing) throw new TsimageError(`sync: copying ${img.src} to ${img.dest}: ${msg}`, { cause: e });
-    }
+    running.push(copies.push(img));
+  }
+  const settled = await Promise.allSettled(running);
+  const firstFailure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (firstFailure) {
+    copies.kill();
+    throw firstFailure.reason;
   }
   if (o.prune) await prune(sources, images, state, o, summary);
   return summary;
