@@ -191,3 +191,64 @@ export class RegistryCache {
     await this.src.close();
   }
 }
+
+/**
+ * What a build does with `--cache-from` (several repositories, tried in order) and `--cache-to`
+ * (one repository): `lookup` on a local miss, `record` every step key the build produced or hit,
+ * `flush` at the end (pushes the recorded entries). Registries are opened on first use.
+ */
+export class RemoteCaches {
+  private readonly from = new Map<string, Promise<RegistryCache>>();
+  private to: Promise<RegistryCache> | undefined;
+  private readonly keys = new Set<string>();
+  constructor(
+    readonly cacheFrom: readonly string[],
+    readonly cacheTo: string | undefined,
+    private readonly opts: RegistryCacheOptions = {},
+  ) {}
+
+  get enabled(): boolean {
+    return this.cacheFrom.length > 0 || this.cacheTo !== undefined;
+  }
+
+  private open(repo: string): Promise<RegistryCache> {
+    let p = this.from.get(repo);
+    if (!p) {
+      p = RegistryCache.open(repo, this.opts);
+      this.from.set(repo, p);
+    }
+    return p;
+  }
+
+  /** On a local miss: the first --cache-from repository that has the key (entry imported into cache+store). */
+  async lookup(key: string, cache: BuildCache, store: ContentStore, io: Io = {}): Promise<CacheEntry | undefined> {
+    for (const repo of this.cacheFrom) {
+      const rc = await this.open(repo);
+      const e = await rc.fetch(key, cache, store, io);
+      if (e) return e;
+    }
+    return undefined;
+  }
+
+  /** Remember a step key of this build (a hit or a new entry) for --cache-to. */
+  record(key: string): void {
+    if (this.cacheTo !== undefined) this.keys.add(key);
+  }
+
+  /** Push the recorded entries to --cache-to (no-op without it). */
+  async flush(cache: BuildCache, store: ContentStore, io: Io = {}): Promise<{ pushed: number; blobs: number }> {
+    if (this.cacheTo === undefined || this.keys.size === 0) return { pushed: 0, blobs: 0 };
+    this.to ??= this.open(this.cacheTo);
+    const rc = await this.to;
+    const entries: CacheEntry[] = [];
+    for (const k of this.keys) {
+      const e = await cache.get(k, { touch: false });
+      if (e) entries.push(e);
+    }
+    return rc.push(entries, store, io);
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.from.values()) await (await p.catch(() => undefined))?.close();
+  }
+}

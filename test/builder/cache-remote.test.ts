@@ -7,7 +7,7 @@ import { gzipSync } from 'node:zlib';
 import { sh, startDistribution, tempDir, requireTool } from '../helpers.js';
 import { OciLayout, digestOf, type MediaType } from '../../src/oci/index.js';
 import { BuildCache, cacheKey } from '../../src/builder/cache.js';
-import { CACHE_ARTIFACT_TYPE, cacheTag, RegistryCache } from '../../src/builder/cache-remote.js';
+import { CACHE_ARTIFACT_TYPE, cacheTag, RegistryCache, RemoteCaches } from '../../src/builder/cache-remote.js';
 import { closeRegistryClients } from '../../src/copy/index.js';
 
 describe('registry build cache', () => {
@@ -58,5 +58,18 @@ describe('registry build cache', () => {
     assert.equal(got2?.parent, k1);
     assert.equal(digestOf(layerBytes), desc.digest);
     await assert.rejects(RegistryCache.open(`${repo}:sometag`, { tlsVerify: false }), /without a tag or digest/);
+
+    // RemoteCaches: the build-level helper (--cache-from tried in order, --cache-to pushes what was recorded)
+    const storeC = await OciLayout.open(tempDir(t, 'storeC'), { create: true });
+    const cacheC = await BuildCache.open(tempDir(t, 'cacheC'));
+    const rcs = new RemoteCaches([`${reg.addr}/cache/empty`, repo], `${reg.addr}/cache/copy`, { tlsVerify: false });
+    assert.ok(rcs.enabled);
+    const hit = await rcs.lookup(k1, cacheC, storeC);
+    assert.equal(hit?.result.layer?.digest, desc.digest);
+    rcs.record(k1);
+    assert.deepEqual(await rcs.flush(cacheC, storeC), { pushed: 1, blobs: 1 });
+    await rcs.close();
+    const copied = JSON.parse(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.addr}/cache/copy:${cacheTag(k1)}`]));
+    assert.equal(copied.layers[0].digest, desc.digest);
   });
 });
