@@ -17,6 +17,15 @@ function registryFlags(c: Command): Command {
 }
 
 export function registerSignCommands(p: Command): void {
+  // skopeo's global trust-policy flags (`skopeo --insecure-policy copy ...`): handed to the command being run
+  p.option('--policy <file>', 'trust policy file for copy/sync (default $HOME/.config/containers/policy.json, then /etc/containers/policy.json)')
+    .option('--insecure-policy', 'run copy/sync without any policy check')
+    .hook('preAction', (root, action) => {
+      const g = root.opts() as { policy?: string; insecurePolicy?: boolean };
+      if (action === root) return;
+      if (g.policy !== undefined && action.getOptionValue('policy') === undefined) action.setOptionValue('policy', g.policy);
+      if (g.insecurePolicy && action.getOptionValue('insecurePolicy') === undefined) action.setOptionValue('insecurePolicy', true);
+    });
   p.command('generate-key-pair')
     .description('Generate an ECDSA P-256 key pair in cosign\'s format (<prefix>.key encrypted with a password, <prefix>.pub)')
     .option('--output-key-prefix <prefix>', 'write <prefix>.key and <prefix>.pub', 'cosign')

@@ -96,9 +96,14 @@ describe('policy.json on copy', () => {
     await accepted(policyFile(dir, 'any', { default: [{ type: 'insecureAcceptAnything' }] }), 'team/unsigned:v1');
     const rej = policyFile(dir, 'reject', { default: [{ type: 'insecureAcceptAnything' }], transports: { docker: { [`${src.addr}/team`]: [{ type: 'reject' }] } } });
     await refused(rej, 'team/unsigned:v1', new RegExp(`transports\\.docker\\["${src.addr}/team"\\]\\[0\\] \\(reject\\)`));
-    // --insecure-policy accepts what the policy would refuse (as skopeo)
+    // --insecure-policy accepts what the policy would refuse (as skopeo); skopeo's global placement works too
     const ins = tscopy(['copy', ...TLS, '--quiet', '--insecure-policy', `docker://${src.addr}/team/unsigned:v1`, `docker://${dst.addr}/insecure:x`]);
     assert.equal(ins.status, 0, ins.stderr);
+    const gins = tscopy(['--insecure-policy', 'copy', ...TLS, '--quiet', `docker://${src.addr}/team/unsigned:v1`, `docker://${dst.addr}/insecure2:x`], { HOME: dir });
+    assert.equal(gins.status, 0, gins.stderr);
+    const grej = tscopy(['--policy', rej, 'copy', ...TLS, '--quiet', `docker://${src.addr}/team/unsigned:v1`, `docker://${dst.addr}/insecure3:x`]);
+    assert.equal(grej.status, 1);
+    assert.match(grej.stderr, /\(reject\)/);
 
     // sigstoreSigned keyPath: signed accepted; unsigned, wrong key refused
     const kp = policyFile(dir, 'keypath', scope([{ type: 'sigstoreSigned', keyPath: k.pub }]));
