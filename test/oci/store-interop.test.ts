@@ -18,6 +18,9 @@ import {
   MediaTypes,
   buildBusyboxBase,
   exportOciArchive,
+  exportDockerArchive,
+  importDockerArchive,
+  DockerArchiveReader,
   importOciArchive,
   OciArchiveReader,
   packDirectory,
@@ -215,5 +218,48 @@ describe('store interop: the make-base.sh busybox base (buildah + skopeo)', () =
     // and the in-place reader sees the same image as the layout
     const rd = await OciArchiveReader.open(archive);
     assert.equal((await rd.resolve('latest')).digest, (await dst.resolve('latest')).digest);
+  });
+});
+
+describe('store interop: docker-archive (docker save format) with skopeo', () => {
+  it('skopeo reads our docker-archive (config and diffIDs kept); we read and import skopeo\'s; our export equals skopeo\'s bytes', async (t) => {
+    requireTool('skopeo');
+    const d = tempDir(t, 'dockerarch');
+    const layout = await OciLayout.open(join(d, 'ours'), { create: true });
+    const { manifest, layers } = await ourImage(layout, d);
+    const m = parseManifest(await layout.readBytes(manifest.digest)).doc as ImageManifest;
+    const configBytes = await layout.readBytes(m.config.digest);
+    const diffIDs = (JSON.parse(configBytes.toString()) as { rootfs: { diff_ids: Digest[] } }).rootfs.diff_ids;
+    assert.equal(diffIDs.length, layers.length);
+
+    // ours -> skopeo
+    const ours = join(d, 'ours.tar');
+    await exportDockerArchive(layout, ours, [{ ref: 'app', repoTags: ['localhost/app:v1'] }]);
+    const inspect = JSON.parse(sh('skopeo', ['inspect', `docker-archive:${ours}`])) as { Layers: string[]; RepoTags: string[] };
+    assert.deepEqual(inspect.Layers, diffIDs, 'skopeo sees the diffIDs as the layers');
+    const cfg = sh('skopeo', ['inspect', '--config', '--raw', `docker-archive:${ours}`]);
+    assert.ok(Buffer.from(cfg).equals(configBytes), 'config bytes kept');
+    const copy = join(d, 'skcopy');
+    sh('skopeo', ['copy', '--quiet', `docker-archive:${ours}`, `oci:${copy}:app`]);
+    const cm = JSON.parse(readFileSync(join(copy, 'blobs/sha256', indexDigest(copy, 'app').slice(7)), 'utf8')) as ImageManifest;
+    assert.equal(cm.config.digest, m.config.digest);
+
+    // skopeo -> ours
+    const theirs = join(d, 'theirs.tar');
+    sh('skopeo', ['copy', '--quiet', `oci:${join(d, 'ours')}:app`, `docker-archive:${theirs}:localhost/app:v1`]);
+    const rd = await DockerArchiveReader.open(theirs);
+    assert.deepEqual(rd.items[0]!.RepoTags, ['localhost/app:v1']);
+    const img = await rd.image(0);
+    assert.equal(img.config.digest, m.config.digest);
+    assert.deepEqual(img.layers.map((l) => l.diffID), diffIDs);
+    const dst = await OciLayout.open(join(d, 'imported'), { create: true });
+    const desc = await importDockerArchive(theirs, dst, { compression: 'none' });
+    const im = parseManifest(await dst.readBytes(desc.digest)).doc as ImageManifest;
+    assert.deepEqual(im.layers.map((l) => l.digest), diffIDs, 'uncompressed layers = diffIDs');
+    assert.ok((await dst.readBytes(im.config.digest)).equals(configBytes));
+    // and the same image exported by us from that import gives skopeo's archive, byte for byte
+    const again = join(d, 'again.tar');
+    await exportDockerArchive(dst, again, [{ ref: desc.digest, repoTags: ['localhost/app:v1'] }]);
+    assert.ok(readFileSync(again).equals(readFileSync(theirs)), 'our docker-archive bytes = skopeo\'s');
   });
 });
