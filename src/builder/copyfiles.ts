@@ -54,7 +54,7 @@ import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import { decompressStream, extractLayer, RootResolver, TarSecurityError, TsimageError, type Compression } from '../oci/index.js';
 import { resolveUser } from '../ns/index.js';
-import { BuildContext, cleanPosix, goPatternRegExp, hasWildcard, IgnoreMatcher, readHead, xxh3Hex } from './context.js';
+import { BuildContext, cleanPosix, goPatternRegExp, hashFileContent, hasWildcard, IgnoreMatcher, readHead, xxh3Hex } from './context.js';
 import type { Heredoc } from './parser.js';
 
 export interface CopyRequest {
@@ -539,8 +539,7 @@ export async function planCopy(req: CopyRequest, from: CopySourceRoot, io: CopyI
   }
 }
 
-async function hashPlain(abs: string, size: number): Promise<string> {
-  const { hashFileContent } = await import('./context.js');
+function hashPlain(abs: string, size: number): Promise<string> {
   return hashFileContent(abs, size);
 }
 
@@ -604,14 +603,18 @@ export function parseChmod(req: CopyRequest, s: string): ModeFn {
   };
 }
 
-/** `--chown=user[:group]` against the target image's /etc/passwd and /etc/group (docker rules). */
+/**
+ * `--chown=user[:group]` against the target image's /etc/passwd and /etc/group, as buildah and
+ * BuildKit: a user name alone takes the user's primary group, a numeric uid alone uses the same
+ * number as the gid, `:group` alone is root with that group.
+ */
 export async function resolveChown(req: CopyRequest, root: string, spec: string): Promise<{ uid: number; gid: number }> {
-  const [u = '', g] = spec.split(':', 2) as [string, string | undefined];
-  if (!u) fail(req, `--chown=${spec}: missing user`);
+  const [u0 = '', g] = spec.split(':', 2) as [string, string | undefined];
+  const u = u0 || '0';
   try {
-    const r = await resolveUser(root, g !== undefined ? `${u}:${g}` : u);
-    // docker: a user without a group uses the same numeric id as the group
-    return { uid: r.uid, gid: g === undefined || g === '' ? r.uid : r.gid };
+    const r = await resolveUser(root, g !== undefined && g !== '' ? `${u}:${g}` : u);
+    const numeric = /^\d+$/.test(u);
+    return { uid: r.uid, gid: g !== undefined && g !== '' ? r.gid : numeric ? r.uid : r.gid };
   } catch (e) {
     fail(req, `--chown=${spec}: ${(e as Error).message}`, e);
   }

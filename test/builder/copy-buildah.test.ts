@@ -34,6 +34,10 @@ function listing(dir: string): string[] {
 }
 
 const DOCKERFILE = `FROM scratch
+COPY passwd group /etc/
+COPY --chown=app a.txt /own1
+COPY --chown=app:staff a.txt /own2
+COPY --chown=:staff a.txt /own3
 COPY a.txt /f1
 COPY a.txt /d1/
 COPY src /d2
@@ -64,6 +68,8 @@ describe('COPY vs buildah bud', () => {
       chmodSync(join(ctxDir, p), mode);
     };
     mk('a.txt', 'A');
+    mk('passwd', 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n');
+    mk('group', 'root:x:0:\napp:x:1001:\nstaff:x:50:app\n');
     mk('b.txt', 'B', 0o600);
     mk('src/x.sh', 'X', 0o755);
     mk('src/sub/deep.txt', 'D');

@@ -160,10 +160,12 @@ describe('COPY', () => {
     tree(root, { 'etc/passwd': 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n', 'etc/group': 'root:x:0:\nstaff:x:50:\napp:x:1001:\n' });
     await copy(req(['a.txt'], '/o1', { chown: 'app:staff' }));
     await copy(req(['a.txt'], '/o2', { chown: '123:456' }));
-    await copy(req(['a.txt'], '/o3', { chown: 'app' })); // docker: the group is the user's numeric id
+    await copy(req(['a.txt'], '/o3', { chown: 'app' })); // a name alone: the user's primary group (buildah, BuildKit)
     await copy(req(['d'], '/o4', { chown: 'app:app' }));
+    await copy(req(['a.txt'], '/o5', { chown: '1000' })); // a number alone: the same number as gid
+    await copy(req(['a.txt'], '/o6', { chown: ':staff' })); // a group alone: root
     const own = (p: string) => `${lstatSync(join(root, p)).uid}:${lstatSync(join(root, p)).gid}`;
-    assert.deepEqual(['o1', 'o2', 'o3', 'o4/x'].map(own), ['1000:50', '123:456', '1000:1000', '1000:1001']);
+    assert.deepEqual(['o1', 'o2', 'o3', 'o4/x', 'o5', 'o6'].map(own), ['1000:50', '123:456', '1000:1001', '1000:1001', '1000:1000', '0:50']);
     await assert.rejects(copy(req(['a.txt'], '/o5', { chown: 'nobody' })), /Dockerfile:7: COPY --chown=nobody: unable to find user nobody/);
   });
 
