@@ -253,13 +253,17 @@ export async function sync(srcArg: string, destArg: string, o: SyncOptions): Pro
   const images = sources.map((s) => destFor(s, destArg, o));
   o.log(`Syncing ${images.length} image${images.length === 1 ? '' : 's'}${o.dryRun ? ' (dry run)' : ''}`);
   // Up-to-date checks in parallel: source manifest digest vs one HEAD at the destination.
-  const state = new Map<SyncImage, { upToDate: boolean; digest?: Digest | undefined; error?: unknown }>();
+  // o.upToDate (signatures added at the source later) runs here too, in parallel, for up-to-date images.
+  const state = new Map<SyncImage, { upToDate: boolean; digest?: Digest | undefined; error?: unknown; carryError?: unknown }>();
   const check = fastq.promise(async (img: SyncImage) => {
     try {
       if (o.converting) return void state.set(img, { upToDate: false });
       const srcName = await parseImageName(img.src);
       const [want, have] = await Promise.all([expectedDigest(srcName, img.srcOpen, o), currentDigest(img, o)]);
-      state.set(img, { upToDate: have !== undefined && have === want, digest: want });
+      const upToDate = have !== undefined && have === want;
+      let carryError: unknown;
+      if (upToDate && o.upToDate && !o.dryRun) await o.upToDate(srcName, await parseImageName(img.dest), img.srcOpen).catch((e: unknown) => (carryError = e ?? new Error('failed')));
+      state.set(img, { upToDate, digest: want, carryError });
     } catch (e) {
       state.set(img, { upToDate: false, error: e });
     }
@@ -296,17 +300,14 @@ export async function sync(srcArg: string, destArg: string, o: SyncOptions): Pro
     if (st.upToDate) {
       summary.skipped++;
       o.log(`Skipping ${img.src}: ${img.dest} is up to date (${st.digest})`);
-      if (o.upToDate && !o.dryRun) {
-        try {
-          await o.upToDate(await parseImageName(img.src), await parseImageName(img.dest), img.srcOpen);
-        } catch (e) {
-          if (o.signal?.aborted) throw e;
-          const msg = `signatures/referrers: ${(e as Error)?.message ?? String(e)}`;
-          summary.failures.push({ image: img.src, error: msg });
-          summary.failed++;
-          o.log(`Failed ${img.src}: ${msg}`);
-          if (!o.keepGoing) throw new TsimageError(`sync: ${img.src}: ${msg}`, { cause: e });
-        }
+      if (st.carryError !== undefined) {
+        const e = st.carryError;
+        if (o.signal?.aborted) throw e;
+        const msg = `signatures/referrers: ${(e as Error)?.message ?? String(e)}`;
+        summary.failures.push({ image: img.src, error: msg });
+        summary.failed++;
+        o.log(`Failed ${img.src}: ${msg}`);
+        if (!o.keepGoing) throw new TsimageError(`sync: ${img.src}: ${msg}`, { cause: e });
       }
       continue;
     }
