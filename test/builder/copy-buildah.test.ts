@@ -47,7 +47,7 @@ COPY lnk /f5
 COPY lnk dir* /d6/
 COPY --chown=1234:5678 src /d7/
 COPY --chown=99 a.txt /f8
-COPY --chmod=0700 src/sub /d9/
+COPY --chmod=0700 src /d9/
 COPY . /all/
 COPY src/sub/deep.txt /d10/x/y/
 COPY src /d1/
