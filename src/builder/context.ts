@@ -469,6 +469,32 @@ export class BuildContext {
     }
   }
 
+  /**
+   * One hash of a context path (a file, or a directory tree with .dockerignore applied), through
+   * the stat cache: the cache-key input of `RUN --mount=type=bind` from the context.
+   * `sha256:` over sorted lines of path, type, mode and content hash (or link target).
+   */
+  async treeHash(rel: string): Promise<string> {
+    const root = cleanPosix(rel.replace(/^\/+/, ''));
+    const h = createHash('sha256');
+    const line = async (r: string, abs: string, st: Stats) => {
+      const t = st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : st.isFile() ? 'f' : 'o';
+      const x = st.isFile() ? await this.hashFile(r, abs) : st.isSymbolicLink() ? await fsp.readlink(abs) : '';
+      h.update(`${r}\0${t}\0${(st.mode & 0o7777).toString(8)}\0${x}\n`);
+    };
+    const abs = this.abs(root);
+    let st: Stats;
+    try {
+      st = await fsp.lstat(abs);
+    } catch {
+      throw new UsageError(`${rel || '.'}: no such file or directory in the build context`);
+    }
+    if (root && this.isIgnored(root)) throw new UsageError(`${rel}: excluded by .dockerignore`);
+    await line(root || '.', abs, st);
+    if (st.isDirectory()) for await (const e of this.walk(root)) await line(e.rel, e.abs, e.st);
+    return 'sha256:' + h.digest('hex');
+  }
+
   /** Persist the stat cache (drops rows of files not hashed in this build only when `prune`). */
   async save(prune = false): Promise<void> {
     await this.statCache.save(prune ? this.seen : undefined);

@@ -137,6 +137,25 @@ describe('build context', () => {
     assert.deepEqual(Object.keys(JSON.parse(readFileSync(file, 'utf8')).rows).sort(), [join(c4.dir, 'a.txt'), join(c4.dir, 'big.bin')]);
   });
 
+  it('treeHash: one key for a context subtree, .dockerignore applied, stat-cached', async (t) => {
+    const d = tempDir(t, 'ctx');
+    const cache = tempDir(t, 'cache');
+    tree(d, { 'src/a.go': 'a', 'src/b.go': 'b', 'src/tmp.log': 'x', '.dockerignore': '**/*.log\n' });
+    const c1 = await openContext(d, { cacheDir: cache });
+    const h1 = await c1.treeHash('src');
+    await c1.save();
+    writeFileSync(join(d, 'src/tmp.log'), 'changed'); // ignored: same hash
+    const c2 = await openContext(d, { cacheDir: cache });
+    assert.equal(await c2.treeHash('/src'), h1);
+    assert.equal(c2.counters.filesRead, 0);
+    writeFileSync(join(d, 'src/b.go'), 'B');
+    const c3 = await openContext(d, { cacheDir: cache });
+    assert.notEqual(await c3.treeHash('src'), h1);
+    assert.match(h1, /^sha256:[0-9a-f]{64}$/);
+    await assert.rejects(c3.treeHash('src/tmp.log'), /excluded by \.dockerignore/);
+    await assert.rejects(c3.treeHash('nope'), /nope: no such file or directory in the build context/);
+  });
+
   it('refuses paths outside the context', async (t) => {
     const d = tempDir(t, 'ctx');
     const ctx = await openContext(d, { cacheDir: false });
