@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:os';
-import { TsimageError, UsageError } from '../oci/index.js';
+import { TsimageError, UsageError } from '../oci/errors.js';
 import { capMask, DEFAULT_CAPS } from './caps.js';
 import { createCgroup, oomKilled, removeCgroup } from './cgroups.js';
 import { helperPath } from './helper.js';

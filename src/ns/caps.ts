@@ -1,5 +1,5 @@
 /** Capability names and Docker's default set (what RUN steps get in buildah/docker). */
-import { UsageError } from '../oci/index.js';
+import { UsageError } from '../oci/errors.js';
 
 export const CAPS = [
   'CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'SETPCAP', 'LINUX_IMMUTABLE',

@@ -8,7 +8,7 @@
 import { existsSync, readFileSync, rmdirSync } from 'node:fs';
 import { mkdir, readFile, readdir, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TsimageError } from '../oci/index.js';
+import { TsimageError } from '../oci/errors.js';
 import type { Limits } from './types.js';
 
 const CG = '/sys/fs/cgroup';

@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TsimageError } from '../oci/index.js';
+import { TsimageError } from '../oci/errors.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** dist/src/ns -> <repo>/src/ns/native/tsimage-run.c; also beside this file (src/ns when run from source). */

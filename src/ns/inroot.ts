@@ -5,7 +5,7 @@
  */
 import { lstat, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TsimageError } from '../oci/index.js';
+import { TsimageError } from '../oci/errors.js';
 
 export async function resolveInRoot(root: string, path: string, maxLinks = 40): Promise<string> {
   const todo = path.split('/').filter((c) => c && c !== '.');

@@ -8,7 +8,7 @@ import { spawnSync, execFileSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { TsimageError } from '../oci/index.js';
+import { TsimageError } from '../oci/errors.js';
 import { DEFAULT_CAPS, normalizeCap } from './caps.js';
 import { prepare } from './prepare.js';
 import { spawnRuntime } from './spawn.js';

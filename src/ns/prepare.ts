@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
-import { TsimageError, UsageError } from '../oci/index.js';
+import { TsimageError, UsageError } from '../oci/errors.js';
 import { resolveUser, type ExecUser } from './user.js';
 import type { Mount, RunOptions } from './types.js';
 

@@ -1,5 +1,5 @@
 /** Picking a backend, and turning a failed run into a RunError. */
-import { RunError, UsageError } from '../oci/index.js';
+import { RunError, UsageError } from '../oci/errors.js';
 import { BuiltinRunner } from './builtin.js';
 import type { Isolation, RunResult, Runner } from './types.js';
 

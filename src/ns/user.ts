@@ -1,6 +1,6 @@
 /** Resolve `user[:group]` against the image's /etc/passwd and /etc/group (as runc/libcontainer does). */
 import { readFile } from 'node:fs/promises';
-import { UsageError } from '../oci/index.js';
+import { UsageError } from '../oci/errors.js';
 import { resolveInRoot } from './inroot.js';
 
 export type ExecUser = { uid: number; gid: number; groups: number[]; home: string };

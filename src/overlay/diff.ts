@@ -8,7 +8,10 @@
 import { lstatSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { getXattr, headerFromStats, packEntries, readXattrs, TsimageError, type TarEntry } from '../oci/index.js';
+// specific modules, not the barrel: keeps the CLIs' start lean (no archive/store/manifest code)
+import { TsimageError } from '../oci/errors.js';
+import { headerFromStats, packEntries, type TarEntry } from '../oci/tar.js';
+import { getXattr, readXattrs } from '../oci/xattr.js';
 
 export type DiffOptions = {
   /** Clamp mtimes to at most this (epoch seconds, SOURCE_DATE_EPOCH). */

@@ -17,18 +17,13 @@ import { mkdir, readFile, readdir, readlink, rename, rm, stat, symlink, writeFil
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import {
-  decompressStream,
-  defaultRoot,
-  DigestMismatchError,
-  extractLayer,
-  HashingStream,
-  isDigest,
-  TsimageError,
-  UsageError,
-  type Digest,
-  type Io,
-} from '../oci/index.js';
+import { decompressStream } from '../oci/compress.js';
+import { isDigest, type Digest } from '../oci/digest.js';
+import { DigestMismatchError, TsimageError, UsageError } from '../oci/errors.js';
+import { extractLayer } from '../oci/extract.js';
+import type { Io } from '../oci/io.js';
+import { HashingStream } from '../oci/layer.js';
+import { defaultRoot } from '../oci/paths.js';
 import { diffUpper, type DiffOptions } from './diff.js';
 import { isMounted, mountOverlay, overlaySupported, unmount, unmountSync } from './mount.js';
 import { ownerAlive, ownerStamp } from './owner.js';

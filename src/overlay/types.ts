@@ -1,6 +1,7 @@
 /** Snapshots: writable root filesystems stacked on cached layers, and their changes as layers. */
 import type { Readable } from 'node:stream';
-import type { Digest, Io } from '../oci/index.js';
+import type { Digest } from '../oci/digest.js';
+import type { Io } from '../oci/io.js';
 import type { DiffOptions } from './diff.js';
 
 export type Driver = 'overlay' | 'vfs';

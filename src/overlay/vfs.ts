@@ -28,18 +28,11 @@ import {
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import {
-  extractLayer,
-  getXattr,
-  headerFromStats,
-  packEntries,
-  readXattrs,
-  setXattr,
-  TsimageError,
-  UsageError,
-  type Digest,
-  type TarEntry,
-} from '../oci/index.js';
+import type { Digest } from '../oci/digest.js';
+import { TsimageError, UsageError } from '../oci/errors.js';
+import { extractLayer } from '../oci/extract.js';
+import { headerFromStats, packEntries, type TarEntry } from '../oci/tar.js';
+import { getXattr, readXattrs, setXattr } from '../oci/xattr.js';
 import type { DiffOptions } from './diff.js';
 import { BaseSnapshotter } from './snapshotter.js';
 
