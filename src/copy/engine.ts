@@ -469,7 +469,8 @@ export class CopyEngine {
       const tap = new Tap((n) => bar.tick(n));
       let out: Descriptor | undefined;
       await pipeline(body, tap, async (source: AsyncIterable<Uint8Array>) => {
-        out = await this.dest.putBlob(d, source, io);
+        // reopen: the source from an offset, for a registry destination resuming an interrupted upload
+        out = await this.dest.putBlob(d, source, { ...io, reopen: (start: number) => this.src.blob(d, { ...io, start, verify: false }) });
       }, io.signal ? { signal: io.signal } : {});
       if (!out) throw new TsimageError(`internal: blob ${d.digest} not stored`);
       if (out.digest !== d.digest) throw new OciError('DIGEST_INVALID', `${this.dest.name} stored blob ${d.digest} as ${out.digest}`);

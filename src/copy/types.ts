@@ -105,6 +105,10 @@ export interface PutBlobInfo {
   annotations?: Record<string, string> | undefined;
 }
 
+/** putBlob options: `reopen` gives the body again from byte `start` (the source's blob with a Range), so a registry
+ * destination can stream in one PATCH and continue an interrupted upload from the registry's offset. */
+export type PutBlobIo = Io & { reopen?: ((start: number) => Promise<Readable | AsyncIterable<Uint8Array>>) | undefined };
+
 export type ReuseResult =
   /** The blob is already there (HEAD 200): nothing to send. */
   | { kind: 'present'; descriptor: Descriptor }
@@ -124,7 +128,7 @@ export interface ImageDestination {
    * Store a blob from a stream; verifies digest/size when given (and computes them when not: see PutBlobInfo);
    * returns the stored descriptor; leaves nothing behind on failure.
    */
-  putBlob(d: PutBlobInfo, body: Readable | AsyncIterable<Uint8Array>, io?: Io): Promise<Descriptor>;
+  putBlob(d: PutBlobInfo, body: Readable | AsyncIterable<Uint8Array>, io?: PutBlobIo): Promise<Descriptor>;
   /**
    * Store a manifest. `tagOrDigest` undefined = by digest only (children of an index); a tag = also point the tag
    * at it; the manifest's own digest = the top manifest of a destination named without a tag (oci:DIR adds an

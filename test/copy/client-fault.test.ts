@@ -115,41 +115,60 @@ for (const [kind, make] of Object.entries(kinds)) {
       assert.ok(c.stats.resumedDownloads >= 1, `resumed (${JSON.stringify(c.stats)})`);
     });
 
-    it('a chunked upload resumes from the upload status and completes', async (t) => {
-      const reg = await make(t);
-      const c = new RegistryClient(reg.addr, { tlsVerify: false, retryTimes: 8, retryDelayMs: 100, chunkSize: 4 * 1024 * 1024 });
-      t.after(() => c.close());
-      const data = randomBytes(24 * 1024 * 1024);
-      const d = sha(data);
-      let release!: () => void;
-      const gate = new Promise<void>((r) => (release = r));
-      let reached!: () => void;
-      const atGate = new Promise<void>((r) => (reached = r));
-      async function* body() {
-        const piece = 512 * 1024;
-        for (let i = 0; i < data.length; i += piece) {
-          if (i === 10 * 1024 * 1024) {
-            reached();
-            await gate;
+    for (const mode of kind === 'tsregistry' ? (['streaming', 'chunked'] as const) : (['streaming'] as const)) {
+      it(`an interrupted upload (${mode === 'streaming' ? 'one streaming PATCH, source reopened at the offset' : 'PATCH chunks retained until acknowledged'}) resumes from the upload status`, async (t) => {
+        const reg = await make(t);
+        const c = new RegistryClient(reg.addr, { tlsVerify: false, retryTimes: 8, retryDelayMs: 100, chunkSize: 4 * 1024 * 1024 });
+        t.after(() => c.close());
+        const data = randomBytes(24 * 1024 * 1024);
+        const d = sha(data);
+        let release!: () => void;
+        const gate = new Promise<void>((r) => (release = r));
+        let reached!: () => void;
+        const atGate = new Promise<void>((r) => (reached = r));
+        async function* body() {
+          const piece = 512 * 1024;
+          for (let i = 0; i < data.length; i += piece) {
+            if (i === 10 * 1024 * 1024) {
+              reached();
+              await gate;
+            }
+            yield data.subarray(i, i + piece);
           }
-          yield data.subarray(i, i + piece);
         }
-      }
-      // reopen: the body again from 0, for a registry that loses the session when killed mid-PATCH (distribution)
-      const upload = c.putBlob('big/up', { digest: d, size: data.length }, body(), { reopen: async () => Readable.from([data]) });
-      await atGate;
-      await new Promise((r) => setTimeout(r, 100)); // let the in-flight PATCH carry some bytes
-      await reg.kill();
-      await new Promise((r) => setTimeout(r, 300));
-      await reg.start();
-      release();
-      const info = await upload;
-      assert.deepEqual(info, { digest: d, size: data.length });
-      if (kind === 'tsregistry') assert.ok(c.stats.resumedUploads >= 1 && c.stats.restartedUploads === 0, `resumed (${JSON.stringify(c.stats)})`);
-      else assert.ok(c.stats.resumedUploads + c.stats.restartedUploads >= 1, `resumed or restarted (${JSON.stringify(c.stats)})`);
-      const back = await c.getBlobBytes('big/up', { digest: d, size: data.length }, { limit: data.length });
-      assert.ok(back.equals(data));
-    });
+        const reopened: number[] = [];
+        const io =
+          mode === 'streaming'
+            ? {
+                reopen: async (start: number) => {
+                  reopened.push(start);
+                  return Readable.from([data.subarray(start)]);
+                },
+              }
+            : {};
+        const upload = c.putBlob('big/up', { digest: d, size: data.length }, body(), io);
+        await atGate;
+        await new Promise((r) => setTimeout(r, 100)); // let the in-flight PATCH carry some bytes
+        await reg.kill();
+        await new Promise((r) => setTimeout(r, 300));
+        await reg.start();
+        release();
+        const info = await upload;
+        assert.deepEqual(info, { digest: d, size: data.length });
+        if (kind === 'tsregistry') {
+          assert.ok(c.stats.resumedUploads >= 1 && c.stats.restartedUploads === 0, `resumed (${JSON.stringify(c.stats)})`);
+          if (mode === 'streaming') {
+            assert.equal(c.stats.patches, 2, 'one PATCH, one more after the resume');
+            assert.ok(reopened[0]! > 0 && reopened[0]! <= 10 * 1024 * 1024, `reopened at the registry's offset (${reopened.join(',')})`);
+          }
+        } else {
+          // distribution cancels a session whose file holds more than its last acknowledged state: start again
+          assert.ok(c.stats.resumedUploads + c.stats.restartedUploads >= 1, `resumed or restarted (${JSON.stringify(c.stats)})`);
+        }
+        const back = await c.getBlobBytes('big/up', { digest: d, size: data.length }, { limit: data.length });
+        assert.ok(back.equals(data));
+      });
+    }
   });
 }
 

@@ -120,6 +120,9 @@ export function isTemporary(e: unknown): boolean {
   return isNetworkError(e);
 }
 
+/** TSIMAGE_DEBUG_HTTP=1: one stderr line per registry request (method, URL, status, time to headers). */
+const DEBUG_HTTP = process.env.TSIMAGE_DEBUG_HTTP === '1';
+
 function oneLine(e: unknown): string {
   return (e instanceof Error ? e.message : String(e)).replace(/\s+/g, ' ').trim();
 }
@@ -248,12 +251,15 @@ export interface ManifestHead {
   size: number;
 }
 
-export interface PutBlobIo extends Io {
+export interface BlobUploadIo extends Io {
   /**
-   * The body again from byte 0, for when an interrupted upload cannot be resumed (the registry lost the session,
-   * as distribution does when killed mid-PATCH): the blob is then sent again from the start.
+   * The body again from byte `start` (a source that can seek, e.g. a registry blob with Range or a file). With it
+   * (and a known digest and size) a blob goes in ONE streaming PATCH with nothing retained: an interruption
+   * continues from the registry's upload status by reopening the source there (the registry's digest check at
+   * the final PUT covers the resumed bytes); a lost session restarts from 0. Without it, PATCH chunks are retained
+   * until acknowledged.
    */
-  reopen?: (() => Promise<AsyncIterable<Uint8Array>>) | undefined;
+  reopen?: ((start: number) => Promise<AsyncIterable<Uint8Array>>) | undefined;
 }
 
 function restartable<E extends Error>(e: E): E {
@@ -391,13 +397,16 @@ export class RegistryClient {
 
   private async pingOnce(signal?: AbortSignal): Promise<void> {
     this.insecure = this.opts.tlsVerify === false || (this.opts.tlsVerify === undefined && (await isInsecureRegistry(this.host, this.opts.env)));
-    const tryOrigin = async (origin: string): Promise<void> => {
+    /** GET /v2/ on one origin: the challenge (when 401) or a thrown error. */
+    const probe = async (origin: string): Promise<{ origin: string; challenge: Challenge | undefined }> => {
       const pool = await this.pool(origin);
+      const t0 = DEBUG_HTTP ? performance.now() : 0;
       const res = await pool.request({ method: 'GET', path: '/v2/', headers: this.baseHeaders(), signal });
+      if (DEBUG_HTTP) process.stderr.write(`http: ping ${origin}/v2/ -> ${res.statusCode} (${(performance.now() - t0).toFixed(1)} ms)\n`);
       this.stats.requests++;
+      let challenge: Challenge | undefined;
       if (res.statusCode === 401) {
-        const ch = this.pickChallenge(parseWwwAuthenticate(res.headers['www-authenticate']));
-        if (ch) this.challenge = ch;
+        challenge = this.pickChallenge(parseWwwAuthenticate(res.headers['www-authenticate']));
         await res.body.dump();
       } else if (res.statusCode >= 200 && res.statusCode < 300) {
         await res.body.dump();
@@ -407,28 +416,50 @@ export class RegistryClient {
       } else {
         throw await responseError(res, `pinging ${origin}/v2/`);
       }
-      this.origin = origin;
+      return { origin, challenge };
     };
-    try {
-      await tryOrigin(`https://${this.host}`);
-    } catch (e) {
-      if (e instanceof RegistryError) throw e;
-      if (!this.insecure) {
+    const use = (r: { origin: string; challenge: Challenge | undefined }) => {
+      if (r.challenge) this.challenge = r.challenge;
+      this.origin = r.origin;
+    };
+    const https = `https://${this.host}`;
+    const http = `http://${this.host}`;
+    if (!this.insecure) {
+      try {
+        return use(await probe(https));
+      } catch (e) {
+        if (e instanceof RegistryError) throw e;
         throw Object.assign(
           new TsimageError(
-            `pinging registry https://${this.host}/v2/: ${oneLine(e)}${isNetworkError(e) ? '' : ' (for a plain-HTTP or self-signed registry use --tls-verify=false or mark it insecure in registries.conf)'}`,
+            `pinging registry ${https}/v2/: ${oneLine(e)}${isNetworkError(e) ? '' : ' (for a plain-HTTP or self-signed registry use --tls-verify=false or mark it insecure in registries.conf)'}`,
             { cause: e },
           ),
           { code: errCode(e) },
         );
       }
-      await tryOrigin(`http://${this.host}`).catch((e2: unknown) => {
-        if (e2 instanceof RegistryError) throw e2;
-        throw Object.assign(new TsimageError(`pinging registry ${this.host} (https: ${oneLine(e)}; http: ${oneLine(e2)})`, { cause: e2 }), {
-          code: errCode(e2),
-        });
-      });
     }
+    // insecure: HTTPS (unverified) preferred, plain HTTP allowed; both probed at once so a plain-HTTP
+    // registry costs no extra round trip
+    const [hs, hp] = await Promise.allSettled([probe(https), probe(http)]);
+    if (hs.status === 'fulfilled') {
+      use(hs.value);
+      void this.dropPool(http);
+      return;
+    }
+    void this.dropPool(https);
+    if (hp.status === 'fulfilled') return use(hp.value);
+    const e = hs.reason as unknown;
+    const e2 = hp.reason as unknown;
+    if (e2 instanceof RegistryError) throw e2;
+    if (e instanceof RegistryError) throw e;
+    throw Object.assign(new TsimageError(`pinging registry ${this.host} (https: ${oneLine(e)}; http: ${oneLine(e2)})`, { cause: e2 }), { code: errCode(e2) });
+  }
+
+  private async dropPool(origin: string): Promise<void> {
+    const p = this.pools.get(origin);
+    if (!p) return;
+    this.pools.delete(origin);
+    await p.close().catch(() => p.destroy());
   }
 
   private pickChallenge(chs: Challenge[]): Challenge | undefined {
@@ -576,7 +607,9 @@ export class RegistryClient {
         if (a) headers.authorization = a;
       }
       const pool = await this.pool(origin);
+      const t0 = DEBUG_HTTP ? performance.now() : 0;
       const res = await pool.request({ method: o.method, path, headers, body: o.body as Dispatcher.DispatchOptions['body'], signal: o.signal });
+      if (DEBUG_HTTP) process.stderr.write(`http: ${o.method} ${origin}${path} -> ${res.statusCode} (${(performance.now() - t0).toFixed(1)} ms)\n`);
       this.stats.requests++;
       if (res.statusCode !== 401 || !replayable || attempt > 0 || !sameHost) return res;
       const ch = this.pickChallenge(parseWwwAuthenticate(res.headers['www-authenticate']));
@@ -991,7 +1024,7 @@ export class RegistryClient {
     repo: string,
     expect: { digest?: Digest | undefined; size?: number | undefined },
     body: AsyncIterable<Uint8Array> | Readable | Buffer,
-    io: PutBlobIo = {},
+    io: BlobUploadIo = {},
   ): Promise<BlobInfo> {
     const signal = io.signal;
     const what = `uploading blob ${expect.digest ?? ''} to ${this.registry}/${repo}`.replace('  ', ' ');
@@ -1000,7 +1033,116 @@ export class RegistryClient {
       const buf = Buffer.isBuffer(body) ? body : await readUpTo(body, Math.max(mono, expect.size ?? 0), what);
       return this.putBlobMonolithic(repo, expect, buf, io);
     }
+    if (io.reopen && expect.digest && expect.size !== undefined) return this.putBlobStreaming(repo, { digest: expect.digest, size: expect.size }, body, io, what);
     return this.putBlobChunked(repo, expect, body, io, what);
+  }
+
+  /** One streaming PATCH + PUT (skopeo's way); resumes by reopening the source at the registry's offset. */
+  private async putBlobStreaming(
+    repo: string,
+    expect: { digest: Digest; size: number },
+    first: AsyncIterable<Uint8Array>,
+    io: BlobUploadIo & { restarts?: number },
+    what: string,
+  ): Promise<BlobInfo> {
+    const signal = io.signal;
+    const reopen = io.reopen!;
+    let hasher: Hasher | undefined = new Hasher(digestAlgorithm(expect.digest));
+    let body: AsyncIterable<Uint8Array> = first;
+    let loc = await this.startUpload(repo, signal);
+    let offset = 0;
+    let sent = 0;
+    let failures = 0;
+    let restarts = io.restarts ?? 0;
+    async function* counted(src: AsyncIterable<Uint8Array>, from: number): AsyncGenerator<Uint8Array> {
+      let pos = from;
+      for await (const c of src) {
+        if (pos + c.length > expect.size) throw new SizeMismatchError(expect.size, pos + c.length, `blob ${expect.digest}`);
+        hasher?.update(c);
+        pos += c.length;
+        sent = pos;
+        io.onProgress?.(c.length);
+        yield c;
+      }
+    }
+    try {
+      while (offset < expect.size) {
+        try {
+          this.stats.patches++;
+          const res = await this.send({
+            method: 'PATCH',
+            path: loc,
+            headers: { 'content-type': 'application/octet-stream', 'content-range': `${offset}-${expect.size - 1}`, 'content-length': String(expect.size - offset) },
+            body: Readable.from(counted(body, offset)),
+            scopes: this.pushScope(repo),
+            signal,
+          });
+          if (res.statusCode !== 202 && res.statusCode !== 204) throw await responseError(res, `${what}: PATCH at ${offset}`);
+          await res.body.dump();
+          const l = header(res, 'location');
+          if (l) loc = this.absLocation(l, repo);
+          const r = header(res, 'range');
+          const got = r !== undefined ? rangeEnd(r) : sent;
+          if (got !== expect.size) throw new OciError('BLOB_UPLOAD_INVALID', `${what}: the registry has ${got} of ${expect.size} bytes after the PATCH`, { temporary: false });
+          offset = got;
+        } catch (e) {
+          if (sent < expect.size && e instanceof SizeMismatchError) throw e;
+          if (signal?.aborted || !isTemporary(e) || failures >= this.retryTimes) throw e;
+          failures++;
+          this.stats.retries++;
+          await sleep(this.backoffMs(failures, e), signal);
+          const st = await this.uploadStatus(repo, loc, signal);
+          if (!st || st.offset > expect.size) {
+            // the registry lost the session (distribution killed mid-PATCH): start again from 0
+            if (restarts >= this.retryTimes)
+              throw new OciError('BLOB_UPLOAD_UNKNOWN', `${what}: the upload session is gone after an interruption (${(e as Error).message})`, { cause: e, temporary: true });
+            restarts++;
+            this.stats.restartedUploads++;
+            if (st) await this.cancelUpload(repo, loc);
+            loc = await this.startUpload(repo, signal);
+            offset = 0;
+            hasher = new Hasher(digestAlgorithm(expect.digest));
+          } else {
+            this.stats.resumedUploads++;
+            loc = st.location;
+            offset = st.offset;
+            hasher = offset === 0 ? new Hasher(digestAlgorithm(expect.digest)) : undefined; // the registry's digest check covers a resumed upload
+          }
+          body = await reopen(offset);
+        }
+      }
+      if (hasher) {
+        const got = hasher.digest();
+        if (got !== expect.digest) throw new DigestMismatchError(expect.digest, got, `blob uploaded to ${this.registry}/${repo}`);
+      }
+      await this.finishUpload(repo, loc, expect.digest, signal);
+      loc = '';
+      return { digest: expect.digest, size: expect.size };
+    } finally {
+      if (loc) await this.cancelUpload(repo, loc);
+    }
+  }
+
+  /** The final PUT ?digest= of an upload session (retried; a retry that finds the blob committed is success). */
+  private async finishUpload(repo: string, loc: string, digest: Digest, signal?: AbortSignal): Promise<void> {
+    const finalWhat = `finishing upload of ${digest} to ${this.registry}/${repo}`;
+    await this.retrying(
+      finalWhat,
+      async (attempt) => {
+        const res = await this.send({
+          method: 'PUT',
+          path: this.withDigest(loc, digest),
+          headers: { 'content-type': 'application/octet-stream', 'content-length': '0' },
+          body: '',
+          scopes: this.pushScope(repo),
+          signal,
+        });
+        if (res.statusCode === 201 || res.statusCode === 204 || res.statusCode === 200) return void (await res.body.dump());
+        if (attempt > 0 && res.statusCode === 404 && (await this.statBlob(repo, digest, { signal }))) return void (await res.body.dump());
+        throw await responseError(res, finalWhat);
+      },
+      signal,
+    );
   }
 
   private async putBlobMonolithic(repo: string, expect: { digest?: Digest | undefined; size?: number | undefined }, buf: Buffer, io: Io): Promise<BlobInfo> {
@@ -1038,7 +1180,7 @@ export class RegistryClient {
     repo: string,
     expect: { digest?: Digest | undefined; size?: number | undefined },
     body: AsyncIterable<Uint8Array>,
-    io: PutBlobIo & { restarts?: number },
+    io: BlobUploadIo & { restarts?: number },
     what: string,
   ): Promise<BlobInfo> {
     const signal = io.signal;
@@ -1153,25 +1295,7 @@ export class RegistryClient {
       const digest = hasher.digest();
       if (expect.size !== undefined && pulled !== expect.size) throw new SizeMismatchError(expect.size, pulled, `blob ${expect.digest ?? digest}`);
       if (expect.digest && digest !== expect.digest) throw new DigestMismatchError(expect.digest, digest, `blob uploaded to ${this.registry}/${repo}`);
-      const finalWhat = `finishing upload of ${digest} to ${this.registry}/${repo}`;
-      await this.retrying(
-        finalWhat,
-        async (attempt) => {
-          const res = await this.send({
-            method: 'PUT',
-            path: this.withDigest(loc, digest),
-            headers: { 'content-type': 'application/octet-stream', 'content-length': '0' },
-            body: '',
-            scopes: this.pushScope(repo),
-            signal,
-          });
-          if (res.statusCode === 201 || res.statusCode === 204 || res.statusCode === 200) return void (await res.body.dump());
-          // a retried PUT whose first attempt went through
-          if (attempt > 0 && res.statusCode === 404 && (await this.statBlob(repo, digest, { signal }))) return void (await res.body.dump());
-          throw await responseError(res, finalWhat);
-        },
-        signal,
-      );
+      await this.finishUpload(repo, loc, digest, signal);
       loc = '';
       return { digest, size: pulled };
     } catch (e) {
@@ -1181,7 +1305,7 @@ export class RegistryClient {
         loc = '';
         if (!srcDone) await it.return?.().catch(() => undefined);
         this.stats.restartedUploads++;
-        return this.putBlobChunked(repo, expect, await io.reopen(), { ...io, restarts: restarts + 1 }, what);
+        return this.putBlobChunked(repo, expect, await io.reopen(0), { ...io, restarts: restarts + 1 }, what);
       }
       throw e;
     } finally {

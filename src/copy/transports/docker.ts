@@ -17,8 +17,8 @@ import {
   type ImageReference,
   type Io,
 } from '../../oci/index.js';
-import type { DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, OpenOptions, ReuseResult, Transport } from '../types.js';
-import { registryClient, type PutBlobIo, type RegistryClient, type RegistryClientOptions } from '../registry/client.js';
+import type { PutBlobInfo, PutBlobIo as TransportPutBlobIo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, OpenOptions, ReuseResult, Transport } from '../types.js';
+import { registryClient, type BlobUploadIo, type RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 
 export class DockerImageName implements ImageName {
   readonly transport = 'docker';
@@ -163,12 +163,12 @@ export class DockerDestination implements ImageDestination {
     return { kind: 'absent' };
   }
 
-  async putBlob(d: Descriptor, body: Readable | AsyncIterable<Uint8Array>, io?: Io): Promise<Descriptor> {
+  async putBlob(d: PutBlobInfo, body: Readable | AsyncIterable<Uint8Array>, io?: TransportPutBlobIo): Promise<Descriptor> {
     const r = await this.client.putBlob(
       this.repo,
-      { digest: d.digest && isDigest(d.digest) ? d.digest : undefined, size: d.size >= 0 ? d.size : undefined },
+      { digest: d.digest && isDigest(d.digest) ? d.digest : undefined, size: d.size !== undefined && d.size >= 0 ? d.size : undefined },
       body,
-      { signal: signalOf(io, this.io), onProgress: io?.onProgress, reopen: (io as PutBlobIo | undefined)?.reopen },
+      { signal: signalOf(io, this.io), onProgress: io?.onProgress, reopen: io?.reopen as BlobUploadIo['reopen'] },
     );
     return { ...d, digest: r.digest, size: r.size };
   }
