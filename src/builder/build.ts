@@ -252,6 +252,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
       labels: o.labels,
       annotations: o.annotations,
       manifest: o.manifest,
+      created: final.lastCreated,
       outputs: o.outputs ?? [],
       log,
       signal,

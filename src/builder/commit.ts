@@ -60,6 +60,8 @@ export interface CommitOptions {
   labels?: Record<string, string> | undefined;
   annotations?: Record<string, string> | undefined;
   manifest?: string | undefined;
+  /** the image's created time (default now, or --timestamp) */
+  created?: string | undefined;
   outputs: OutputSpec[];
   log: (line: string) => void;
   signal: AbortSignal;
@@ -111,7 +113,8 @@ export async function commitImage(
     else hist.push({ created: iso(o.timestamp), created_by: '/bin/sh -c #(nop) squashed' });
     s.config.history = hist;
   }
-  const created = iso(o.timestamp);
+  // created: the last step's time (a fully cached build gives the same image), or --timestamp
+  const created = o.timestamp !== undefined || !o.created ? iso(o.timestamp) : o.created;
   const { manifest, configDigest } = await writeImage(store.layout, s, { format: o.format, created, annotations: o.annotations });
   const names: string[] = [];
   if (o.tags.length === 0) await store.layout.addManifest(manifest);

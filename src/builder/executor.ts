@@ -77,6 +77,7 @@ export interface StageResult {
   state: ImageState;
   /** cache key of the final step */
   key: string;
+  lastCreated?: string | undefined;
 }
 
 /** The PATH a FROM scratch image gets (buildah and BuildKit set it). */
@@ -236,7 +237,7 @@ export class StageExecutor {
       await this.dispatch(ins);
     }
     // a WORKDIR nothing ran in is not created (buildah: same; the runtime creates it at run time)
-    return { state: this.state, key: this.key };
+    return { state: this.state, key: this.key, lastCreated: this.lastCreated };
   }
 
   private history(ins: Instr, emptyLayer: boolean, createdBy?: string): HistoryEntry {
@@ -249,10 +250,13 @@ export class StageExecutor {
     const parent = this.key;
     this.key = cacheKey(parent, keyText);
     const h = this.history(ins, true);
+    // recorded so --explain-cache can walk the chain; a cached step keeps its time, so a build
+    // where every step is cached gives the same image (ID) again, as buildah's does
+    const prev = this.o.layers && !this.o.noCache ? await this.o.cache.get(this.key, { touch: false }) : undefined;
+    if (prev && this.o.timestamp === undefined && typeof prev.result.history?.created === 'string') h.created = prev.result.history.created;
     addHistory(this.state, h);
-    // recorded so --explain-cache can walk the chain
-    if (this.o.layers && !(await this.o.cache.get(this.key, { touch: false })))
-      await this.o.cache.put(this.key, { parent, instruction: keyText, result: { history: { ...h } } });
+    this.lastCreated = h.created;
+    if (this.o.layers && !prev) await this.o.cache.put(this.key, { parent, instruction: keyText, result: { history: { ...h } } });
   }
 
   private async dispatch(ins: Instr): Promise<void> {
@@ -397,6 +401,8 @@ export class StageExecutor {
   }
 
   private cmdSetHere = false;
+  /** created time of this stage's last step (the image's `created` when it is the target) */
+  private lastCreated: string | undefined;
 
   private expandWordsOf(word: string, ins: Instr): string[] {
     try {
@@ -567,6 +573,7 @@ export class StageExecutor {
         const hit = { layer: l ? ({ mediaType: l.mediaType, digest: l.digest as Digest, size: l.size } as Descriptor) : undefined, created: String(entry.result.history?.created ?? entry.created) };
         if (hit.layer) addLayer(this.state, hit.layer, l!.diffID as Digest);
         if (hit.layer || !quietIfEmpty) addHistory(this.state, hist(!hit.layer, o.timestamp !== undefined ? created : hit.created));
+        this.lastCreated = o.timestamp !== undefined ? created : hit.created;
         this.key = key;
         this.pendingWorkdir = undefined;
         if (hit.layer || !quietIfEmpty) this.log(`--> Using cache ${key.slice(7, 19)}`);
@@ -610,6 +617,7 @@ export class StageExecutor {
         committed = true;
       }
       if (!empty || !quietIfEmpty) addHistory(st, hist(empty, created));
+      this.lastCreated = created;
       if (o.layers) {
         const h = hist(empty, created);
         await o.cache.put(key, {

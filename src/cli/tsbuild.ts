@@ -11,7 +11,11 @@ export function program(): Command {
     .option('--debug', 'print error causes and stack traces')
     .option('--root <dir>', 'storage root (default $TSIMAGE_ROOT, /var/lib/tsimage for root)')
     .option('--storage-driver <driver>', 'overlay or vfs (default: overlay when it works here)')
-    .exitOverride();
+    // commander's usage errors (unknown option, missing argument) exit 2, as buildah's do
+    .exitOverride((err) => {
+      if (err.code !== 'commander.helpDisplayed' && err.code !== 'commander.version' && err.exitCode === 1) (err as { exitCode: number }).exitCode = 2;
+      throw err;
+    });
 
   for (const name of ['bud', 'build']) {
     p.command(`${name} [context]`)
