@@ -7,6 +7,8 @@
 import { Hono } from 'hono';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { pipeline } from 'node:stream/promises';
+import { open } from 'node:fs';
+import { sendFileRange } from '../sendfile.js';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { OciError, isValidRepositoryName, type Digest } from '../../oci/index.js';
 import type { AppEnv } from '../hooks.js';
@@ -122,8 +124,21 @@ export function blobRoutes(deps: Deps): Hono<AppEnv> {
         headers['Content-Length'] = end - start + 1;
       }
       if (c.req.method === 'HEAD' || size === 0) return send(c, status, headers);
-      const stream = await store.openBlob(repo, d, start, end);
       const out = c.env.outgoing;
+      // fast path: the blob is a local file (filesystem driver, or cached by the mirror)
+      const local = store.blobLocalPath(d);
+      const fd = local === undefined ? undefined : await openFd(local);
+      if (fd !== undefined) {
+        out.writeHead(status, { 'Docker-Distribution-API-Version': 'registry/2.0', ...headers });
+        try {
+          await sendFileRange(out, fd, start, end);
+          store.emit({ type: 'blob.pulled', repo, digest: d, bytes: end - start + 1 });
+        } catch {
+          out.destroy();
+        }
+        return sendDone();
+      }
+      const stream = await store.openBlob(repo, d, start, end);
       out.writeHead(status, { 'Docker-Distribution-API-Version': 'registry/2.0', ...headers });
       try {
         await pipeline(stream, out);
@@ -243,6 +258,17 @@ export function blobRoutes(deps: Deps): Hono<AppEnv> {
   );
 
   return app;
+}
+
+/** An fd for reading, or undefined when the file is not there (mirror: not cached yet). */
+function openFd(path: string): Promise<number | undefined> {
+  return new Promise((resolve, reject) =>
+    open(path, 'r', (err, fd) => {
+      if (!err) resolve(fd);
+      else if (err.code === 'ENOENT') resolve(undefined);
+      else reject(err);
+    }),
+  );
 }
 
 function sendDone(): Response {
