@@ -182,8 +182,8 @@ export async function pushReferrer(repo: ArtifactRepo, m: ManifestBytes, subject
  */
 export async function listReferrers(repo: ArtifactRepo, d: Digest, io?: Io & { artifactType?: string | undefined }): Promise<Descriptor[]> {
   const out = new Map<string, Descriptor>();
-  for (const r of await repo.referrers(d, io)) out.set(r.digest, r);
-  const fb = await repo.manifest(referrersFallbackTag(d), io).catch(() => undefined);
+  const [api, fb] = await Promise.all([repo.referrers(d, io), repo.manifest(referrersFallbackTag(d), io).catch(() => undefined)]);
+  for (const r of api) out.set(r.digest, r);
   if (fb) {
     let doc: ManifestDoc | undefined;
     try {
@@ -223,6 +223,7 @@ export async function findSignatures(repo: ArtifactRepo, d: Digest, io?: Io, opt
   const found: FoundSignatures = { candidates: [], problems: [] };
   const layers: { layer: Descriptor; where: string }[] = [];
   const tag = signatureTag(d);
+  const listing = opts.referrers !== false ? listReferrers(repo, d, io).then((r) => ({ r }), (e: unknown) => ({ e })) : undefined;
   const sig = await repo.manifest(tag, io);
   if (sig) {
     try {
@@ -231,13 +232,11 @@ export async function findSignatures(repo: ArtifactRepo, d: Digest, io?: Io, opt
       found.problems.push((e as Error).message);
     }
   }
-  if (opts.referrers !== false) {
+  if (listing) {
     let refs: Descriptor[] = [];
-    try {
-      refs = await listReferrers(repo, d, io);
-    } catch (e) {
-      found.problems.push(`listing referrers of ${d}: ${(e as Error).message}`);
-    }
+    const l = await listing;
+    if ('r' in l) refs = l.r;
+    else found.problems.push(`listing referrers of ${d}: ${(l.e as Error).message}`);
     for (const r of refs) {
       if (r.artifactType !== COSIGN_SIG_ARTIFACT_TYPE && r.artifactType !== SIMPLE_SIGNING_MEDIA_TYPE) continue;
       try {
@@ -258,14 +257,16 @@ export async function findSignatures(repo: ArtifactRepo, d: Digest, io?: Io, opt
       }
     }
   }
-  for (const { layer, where } of layers) {
-    try {
-      const payload = await readBlobBytes(repo, layer, io, 1024 * 1024);
-      found.candidates.push({ payload, signature: layer.annotations?.[SIGNATURE_ANNOTATION], where });
-    } catch (e) {
-      found.candidates.push({ payload: Buffer.alloc(0), signature: layer.annotations?.[SIGNATURE_ANNOTATION], where, problem: `payload blob unreadable: ${(e as Error).message}` });
-    }
-  }
+  found.candidates = await Promise.all(
+    layers.map(async ({ layer, where }): Promise<SignatureCandidate> => {
+      try {
+        const payload = await readBlobBytes(repo, layer, io, 1024 * 1024);
+        return { payload, signature: layer.annotations?.[SIGNATURE_ANNOTATION], where };
+      } catch (e) {
+        return { payload: Buffer.alloc(0), signature: layer.annotations?.[SIGNATURE_ANNOTATION], where, problem: `payload blob unreadable: ${(e as Error).message}` };
+      }
+    }),
+  );
   return found;
 }
 
@@ -318,12 +319,16 @@ async function copyManifestTree(src: ArtifactRepo, dst: ArtifactRepo, m: Manifes
   const blobs: Descriptor[] = [];
   if (doc.config && isDigest(doc.config.digest)) blobs.push(doc.config);
   for (const l of Array.isArray(doc.layers) ? doc.layers : []) if (l && isDigest(l.digest)) blobs.push(l);
-  for (const b of blobs) {
-    if (b.urls?.length) continue; // foreign layers are not copied (as containers/image)
-    if (await dst.hasBlob(b, io)) continue;
-    const s = await src.blob(b, io);
-    await dst.putBlob(b, s.pipe(verifying({ digest: b.digest, size: b.size, what: `blob ${b.digest}` })), io);
-  }
+  // small blobs (payloads, configs, SBOMs): in parallel; foreign layers are not copied (as containers/image)
+  await Promise.all(
+    blobs
+      .filter((b) => !b.urls?.length)
+      .map(async (b) => {
+        if (await dst.hasBlob(b, io)) return;
+        const s = await src.blob(b, io);
+        await dst.putBlob(b, s.pipe(verifying({ digest: b.digest, size: b.size, what: `blob ${b.digest}` })), io);
+      }),
+  );
   for (const c of Array.isArray(doc.manifests) ? doc.manifests : []) {
     const child = await src.manifest(c.digest, io);
     if (!child) throw new TsimageError(`${src.label}: manifest ${c.digest} listed in ${m.digest} is missing`);
@@ -340,10 +345,15 @@ async function copyManifestTree(src: ArtifactRepo, dst: ArtifactRepo, m: Manifes
 export async function carryAttachments(src: ArtifactRepo, dst: ArtifactRepo, d: Digest, o: CarryOptions = {}, io?: Io): Promise<CarryResult> {
   const res: CarryResult = { sigTag: false, referrers: [] };
   const tag = signatureTag(d);
-  const sig = await src.manifest(tag, io);
+  // the source's .sig tag, its referrers and the destination's .sig tag: independent reads, in parallel
+  const [sig, refs, dstSig] = await Promise.all([
+    src.manifest(tag, io),
+    listReferrers(src, d, io),
+    dst.manifest(tag, io).catch(() => undefined),
+  ]);
   if (sig) {
     if (sig.digest !== digestOf(sig.bytes)) throw new TsimageError(`${src.label}: ${tag} does not match its digest`);
-    const there = await dst.manifest(tag, io).catch(() => undefined);
+    const there = dstSig;
     if (there && there.digest !== sig.digest) {
       // merge: the destination's layers, then the source's not already there
       const a = parseDoc(there, `destination ${tag}`);
@@ -364,13 +374,22 @@ export async function carryAttachments(src: ArtifactRepo, dst: ArtifactRepo, d: 
     }
     res.sigTag = true;
   }
-  await carryReferrers(src, dst, d, o.depth ?? 2, res, o, io);
+  await carryReferrers(src, dst, d, o.depth ?? 2, res, o, io, refs);
   return res;
 }
 
-async function carryReferrers(src: ArtifactRepo, dst: ArtifactRepo, d: Digest, depth: number, res: CarryResult, o: CarryOptions, io?: Io): Promise<void> {
+async function carryReferrers(
+  src: ArtifactRepo,
+  dst: ArtifactRepo,
+  d: Digest,
+  depth: number,
+  res: CarryResult,
+  o: CarryOptions,
+  io?: Io,
+  known?: Descriptor[],
+): Promise<void> {
   if (depth <= 0) return;
-  const refs = await listReferrers(src, d, io);
+  const refs = known ?? (await listReferrers(src, d, io));
   if (!refs.length) return;
   const already = new Set((await listReferrers(dst, d, io).catch(() => [] as Descriptor[])).map((r) => r.digest));
   for (const r of refs) {
