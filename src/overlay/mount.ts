@@ -6,7 +6,7 @@
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TsimageError } from '../oci/errors.js';
 
@@ -76,18 +76,35 @@ export function unmountSync(target: string): void {
   if (r.status !== 0) spawnSync('umount', ['-l', target], { stdio: 'ignore' });
 }
 
+const bootId = () => {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+};
+
 let supported: Promise<boolean> | undefined;
-/** Can this process mount overlayfs with upper/work dirs under `dir`? (cached per process) */
+/**
+ * Can this process mount overlayfs with upper/work dirs under `dir`? Cached per process, and a
+ * success is remembered in `dir/../.overlay-ok` for this boot (saves a probe mount per CLI run).
+ */
 export function overlaySupported(dir: string): Promise<boolean> {
   supported ??= (async () => {
     if (process.getuid?.() !== 0) return false;
     if (!readFileSync('/proc/filesystems', 'utf8').includes('\toverlay\n')) return false;
+    const boot = bootId();
+    const mark = join(dir, '..', '.overlay-ok'); // beside dir: snapshot dirs stay the only entries of dir
+    try {
+      if (boot && readFileSync(mark, 'utf8') === boot) return true;
+    } catch {}
     if (!existsSync(dir)) await mkdir(dir, { recursive: true });
     const t = await mkdtemp(join(dir, '.probe-'));
     try {
       for (const d of ['l', 'u', 'w', 'm']) await mkdir(join(t, d));
       await mountOverlay(join(t, 'm'), ['l'], join(t, 'u'), join(t, 'w'), t);
       await unmount(join(t, 'm'));
+      if (boot) await writeFile(mark, boot).catch(() => {});
       return true;
     } catch {
       return false;
