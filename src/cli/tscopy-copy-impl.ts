@@ -102,6 +102,17 @@ export async function signingHooks(
   return { beforeWrite: (ctx) => h.beforeWrite(ctx), afterManifest: (ctx) => h.afterManifest(ctx), carryOnly: (ctx) => h.carryOnly(ctx) };
 }
 
+/**
+ * Start a docker:// registry's ping (scheme choice, auth challenge; the first request loads the HTTP stack)
+ * while the rest of the command starts up. Errors are ignored here: the real first request pings again.
+ */
+export function warmUp(name: ImageName, open: OpenOptions): void {
+  if (name.transport !== 'docker') return;
+  import('../copy/transports/docker.js')
+    .then((m) => m.dockerClient(name, open).ping(open.signal))
+    .catch(() => undefined);
+}
+
 export interface CliCopy {
   src: ImageName;
   dest: ImageName;
@@ -151,6 +162,8 @@ async function copyCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
   const log = (s: string) => (opts.quiet ? process.stderr.write(`${s}\n`) : reporter.message(s));
   const destOpen = openOptions(opts, 'dest');
   setMaxListeners(0, rootController.signal);
+  warmUp(src, openOptions(opts, 'src'));
+  warmUp(dest, destOpen);
   const hooks = await signingHooks(opts, destOpen, log);
   const options: CopyOptions = {
     signal: rootController.signal,

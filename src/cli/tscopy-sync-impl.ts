@@ -4,10 +4,9 @@ import { TsimageError, UsageError } from '../oci/index.js';
 import { sync } from '../copy/sync.js';
 import { cliReporter } from '../copy/progress.js';
 import type { CopyOptions } from '../copy/engine.js';
-import { openOptions, platformFrom, runCopy, signingHooks, summaryLine } from './tscopy-copy-impl.js';
+import { openOptions, platformFrom, runCopy, signingHooks, summaryLine, warmUp } from './tscopy-copy-impl.js';
 import { rootController } from './common.js';
-import { openDestination, openSource } from '../copy/transports/index.js';
-import { closeTransports } from '../copy/transports/index.js';
+import { closeTransports, openDestination, openSource, parseImageName } from '../copy/transports/index.js';
 
 type Opts = Record<string, unknown>;
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
@@ -28,6 +27,9 @@ async function syncCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
   const log = (s: string) => void (quiet ? undefined : process.stdout.write(`${s}\n`));
   const srcOpen = openOptions(opts, 'src');
   const destOpen = openOptions(opts, 'dest');
+  // ping the registries while the rest starts up
+  if (srcTransport === 'docker') void parseImageName(`docker://${srcArg.replace(/^docker:\/\//, '')}`).then((n) => warmUp(n, srcOpen), () => undefined);
+  if (destTransport === 'docker') void parseImageName(`docker://${destArg.replace(/^docker:\/\//, '').replace(/\/+$/, '')}/x`).then((n) => warmUp(n, destOpen), () => undefined);
   const { carryOnly, ...hooks } = await signingHooks(opts, destOpen, (s) => process.stderr.write(`${s}\n`));
   const retryTimes = typeof opts.retryTimes === 'number' ? opts.retryTimes : 0;
   const base: CopyOptions = {
