@@ -54,7 +54,7 @@ import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import { decompressStream, extractLayer, RootResolver, TarSecurityError, TsimageError, type Compression } from '../oci/index.js';
 import { resolveUser } from '../ns/index.js';
-import { BuildContext, cleanPosix, goPatternRegExp, hashFileContent, hasWildcard, IgnoreMatcher, readHead, xxh3Hex } from './context.js';
+import { BuildContext, cleanPosix, goPatternRegExp, hashFileContent, hasWildcard, IgnoreMatcher, parseIgnoreText, readHead, xxh3Hex } from './context.js';
 import type { Heredoc } from './parser.js';
 
 export interface CopyRequest {
@@ -427,7 +427,7 @@ export async function planCopy(req: CopyRequest, from: CopySourceRoot, io: CopyI
   const dispose = async () => {
     for (const t of temps) await fsp.rm(t, { recursive: true, force: true });
   };
-  const exclude = req.exclude?.length ? new IgnoreMatcher(req.exclude) : undefined;
+  const exclude = req.exclude?.length ? new IgnoreMatcher(parseIgnoreText(req.exclude.join('\n'))) : undefined;
   const heredocs = new Map((req.heredocs ?? []).map((h) => [h.name, h]));
   try {
     if (req.chmod !== undefined) parseChmod(req, req.chmod); // validate early
