@@ -214,6 +214,14 @@ describe('copy carries signatures and referrers', () => {
     const arch = tscopy(['copy', ...TLS, '--insecure-policy', image, `oci-archive:${join(dir, 'a.tar')}:v1`]);
     assert.equal(arch.status, 0, arch.stderr);
     assert.match(arch.stderr + arch.stdout, /not copied: .* cannot store them/);
+    // ...no notice when there is nothing to lose; --sign-by-key to an archive is refused before anything is written
+    const plain = tscopy(['copy', ...TLS, '--insecure-policy', `oci-archive:${join(dir, 'a.tar')}:v1`, `docker-archive:${join(dir, 'b.tar')}:app:v1`]);
+    assert.equal(plain.status, 0, plain.stderr);
+    assert.doesNotMatch(plain.stderr + plain.stdout, /not copied/);
+    const sa = tscopy(['copy', ...TLS, '--insecure-policy', '--sign-by-key', k.key, '--sign-passphrase-file', k.pw, image, `oci-archive:${join(dir, 'c.tar')}:v1`]);
+    assert.equal(sa.status, 2, sa.stderr);
+    assert.match(sa.stderr, /cannot store signatures/);
+    assert.ok(!existsSync(join(dir, 'c.tar')));
 
     // --sign-by-key signs the destination (identity = the destination reference)
     const k2 = keyPair(dir, 'k2');

@@ -11,7 +11,7 @@ import type { KeyObject } from 'node:crypto';
 import { isDigest, isIndexType, UsageError, type Digest, type Io } from '../../oci/index.js';
 import type { ImageDestination, ImageSource, ManifestBytes } from '../types.js';
 import { enforcePolicy, type Policy, type PolicyDecision } from '../policy.js';
-import { carryAttachments, signImage, type CarryResult, type SignResult } from './attachments.js';
+import { carryAttachments, listReferrers, signatureTag, signImage, type CarryResult, type SignResult } from './attachments.js';
 import { layoutOf, layoutRepo, sourceRepo, transportRepo, type ArtifactRepo } from './repo.js';
 import { normalizedNamed } from './verify.js';
 
@@ -83,6 +83,8 @@ export function signingHooks(o: SigningCopyOptions): {
   return {
     report,
     async beforeWrite(ctx) {
+      if (o.signBy && !ctx.destination.caps.acceptsSignatures)
+        throw new UsageError(`${ctx.destination.name}: this destination cannot store signatures (--sign-by-key needs a registry or an OCI layout)`);
       if (o.policy) report.policy = await enforcePolicy(o.policy, ctx.source, ctx.sourceManifest, ctx.io);
     },
     async carryOnly(ctx) {
@@ -98,7 +100,13 @@ export function signingHooks(o: SigningCopyOptions): {
     if (!wantCarry && !signBy) return;
     if (!ctx.destination.caps.acceptsSignatures) {
       if (signBy) throw new UsageError(`${ctx.destination.name}: this destination cannot store signatures (--sign-by-key needs a registry or an OCI layout)`);
-      o.log?.(`Signatures and referrers not copied: ${ctx.destination.name} cannot store them`);
+      // a notice only when there is something to lose
+      if (ctx.source.manifestByRef || layoutOf(ctx.source)) {
+        const repo = sourceRepo(ctx.source);
+        const d = ctx.sourceManifest.digest;
+        const [sig, refs] = await Promise.all([repo.manifest(signatureTag(d), ctx.io).catch(() => undefined), listReferrers(repo, d, ctx.io).catch(() => [])]);
+        if (sig || refs.length) o.log?.(`Signatures and referrers not copied: ${ctx.destination.name} cannot store them`);
+      }
       return;
     }
     const destDigest: Digest = ctx.destManifest?.digest ?? ctx.sourceManifest.digest;
