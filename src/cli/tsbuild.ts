@@ -205,6 +205,24 @@ export function program(): Command {
     .option('-q, --quiet', 'no progress')
     .action(async (image: string, dest: string | undefined, opts: Record<string, unknown>, cmd: Command) => (await import('./tsbuild-images.js')).pushCommand(image, dest, opts, cmd.optsWithGlobals()));
 
+  // login/logout: tscopy's implementation (same auth.json)
+  p.command('login <registry>')
+    .description('log in to a registry: verify the credentials, then store them in the auth file')
+    .option('-u, --username <user>', 'user name')
+    .option('-p, --password <password>', 'password (prefer --password-stdin)')
+    .option('--password-stdin', 'read the password from stdin')
+    .option('--get-login', 'print the user name stored for the registry and exit')
+    .option('--tls-verify [bool]', 'require HTTPS and verify certificates', (v: string | undefined) => v === undefined || v === '' || !/^(false|0|no)$/i.test(v))
+    .option('--authfile <path>', 'auth.json (default: $REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json)')
+    .option('--cert-dir <dir>', 'certificates for the registry')
+    .option('-v, --verbose', 'print the auth file used')
+    .action(async (registry: string, opts: import('./tscopy-registry-impl.js').LoginOpts) => (await import('./tscopy-registry-impl.js')).loginCmd(registry, opts));
+  p.command('logout [registry]')
+    .description('remove the stored credentials of a registry (or all with --all)')
+    .option('-a, --all', 'remove the credentials of every registry')
+    .option('--authfile <path>', 'auth.json to edit')
+    .action(async (registry: string | undefined, opts: import('./tscopy-registry-impl.js').LogoutOpts) => (await import('./tscopy-registry-impl.js')).logoutCmd(registry, opts));
+
   return p;
 }
 

@@ -87,7 +87,7 @@ describe('tsbuild CLI', () => {
 
   it('--help everywhere (exit 0), usage errors exit 2, Dockerfile errors name file:line (exit 1)', (t) => {
     const root = tempDir(t, 'root');
-    for (const c of ['bud', 'build', 'from', 'run', 'copy', 'add', 'config', 'commit', 'containers', 'rm', 'mount', 'umount', 'images', 'tag', 'rmi', 'pull', 'push', 'inspect', 'info', 'version', 'prune']) {
+    for (const c of ['bud', 'build', 'from', 'run', 'copy', 'add', 'config', 'commit', 'containers', 'rm', 'mount', 'umount', 'images', 'tag', 'rmi', 'pull', 'push', 'inspect', 'info', 'version', 'prune', 'login', 'logout']) {
       const r = tsbuild(root, [c, '--help']);
       assert.equal(r.code, 0, `${c} --help: ${r.err}`);
       assert.match(r.out, /Usage: tsbuild/);

@@ -169,6 +169,19 @@ describe('tsbuild executor', () => {
     noLeftovers(root);
   });
 
+  it('builds independent stages in parallel (--jobs 2): each waits to see the other running', async (t) => {
+    const root = tempDir(t, 'root');
+    const id = `rv-${process.pid}-${Date.now()}`;
+    const wait = (me: string, other: string) =>
+      `RUN --mount=type=cache,id=${id},target=/rv touch /rv/${me} && for i in $(seq 100); do [ -f /rv/${other} ] && echo ${me}-saw-${other} > /${me} && exit 0; sleep 0.1; done; echo ${me} never saw ${other}; exit 1`;
+    const ctx = context(t, ['FROM busybox AS a', wait('a', 'b'), 'FROM busybox AS b', wait('b', 'a'), 'FROM busybox', 'COPY --from=a /a /a', 'COPY --from=b /b /b', ''].join('\n'));
+    const r = await rootfsOf(t, root, ctx, { jobs: 2 });
+    assert.equal(readFileSync(join(r.dest, 'a'), 'utf8'), 'a-saw-b\n');
+    assert.equal(readFileSync(join(r.dest, 'b'), 'utf8'), 'b-saw-a\n');
+    assert.ok(r.lines.some((l) => l.startsWith('[1/3] ')) && r.lines.some((l) => l.startsWith('[2/3] ')), 'stage-prefixed progress');
+    noLeftovers(root);
+  });
+
   it('runs ONBUILD triggers in the child build', async (t) => {
     const root = tempDir(t, 'root');
     const parent = context(t, 'FROM busybox\nONBUILD RUN echo trigger-ran > /triggered\nONBUILD COPY f.txt /f.txt\n');
