@@ -54,7 +54,7 @@ import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import { decompressStream, extractLayer, RootResolver, TarSecurityError, TsimageError, type Compression } from '../oci/index.js';
 import { resolveUser } from '../ns/index.js';
-import { BuildContext, cleanPosix, goPatternRegExp, hashFileContent, hasWildcard, IgnoreMatcher, parseIgnoreText, readHead, xxh3Hex } from './context.js';
+import { BuildContext, cleanPosix, goPatternRegExp, hashFileContent, hasWildcard, IgnoreMatcher, parseIgnoreText, readHead, writeFileAtomic, xxh3Hex } from './context.js';
 import type { Heredoc } from './parser.js';
 
 export interface CopyRequest {
@@ -83,6 +83,11 @@ export interface CopyIo {
   signal?: AbortSignal | undefined;
   /** Directory for ADD downloads (default: the OS temp dir). */
   tmpDir?: string | undefined;
+  /**
+   * Keep ADD downloads here (e.g. `<root>/cache/urls`): a URL is asked again with If-None-Match /
+   * If-Modified-Since and a 304 reuses the kept file; a --checksum URL already kept is not asked at all.
+   */
+  urlCacheDir?: string | undefined;
   /** mtime of heredoc files (default 0, i.e. reproducible; pass SOURCE_DATE_EPOCH seconds). */
   timestamp?: number | undefined;
 }
@@ -374,16 +379,26 @@ function urlFileName(u: string): string {
   }
 }
 
-async function download(req: CopyRequest, url: string, io: CopyIo): Promise<{ file: string; mtime: number; hash: string; name: string }> {
+type Downloaded = { file: string; mtime: number; hash: string; name: string; etag?: string | undefined; lastModified?: string | undefined };
+
+async function download(req: CopyRequest, url: string, io: CopyIo, cond?: { etag?: string | undefined; lastModified?: string | undefined }): Promise<Downloaded | 'not-modified'> {
   const dir = await fsp.mkdtemp(join(io.tmpDir ?? tmpdir(), 'tsimage-add-'));
   const file = join(dir, 'data');
   const want = req.checksum ? parseChecksum(req, req.checksum) : undefined;
   try {
     let res: Response;
+    const headers: Record<string, string> = {};
+    if (cond?.etag) headers['if-none-match'] = cond.etag;
+    if (cond?.lastModified) headers['if-modified-since'] = cond.lastModified;
     try {
-      res = await fetch(url, { signal: io.signal, redirect: 'follow' });
+      res = await fetch(url, { signal: io.signal, redirect: 'follow', headers });
     } catch (e) {
       fail(req, `${url}: ${(e as Error).cause ? String(((e as Error).cause as Error).message ?? (e as Error).cause) : (e as Error).message}`, e);
+    }
+    if (res.status === 304 && cond) {
+      await res.body?.cancel().catch(() => {});
+      await fsp.rm(dir, { recursive: true, force: true });
+      return 'not-modified';
     }
     if (!res.ok || !res.body) {
       await res.body?.cancel().catch(() => {});
@@ -410,11 +425,55 @@ async function download(req: CopyRequest, url: string, io: CopyIo): Promise<{ fi
     const cd = res.headers.get('content-disposition');
     const cdm = cd ? /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(cd) : null;
     if (cdm && !name) name = decodeURIComponent(cdm[1]!).split('/').pop()!;
-    return { file, mtime: Number.isFinite(t) ? Math.floor(t / 1000) : 0, hash: `${want?.alg ?? 'sha256'}:${got}`, name };
+    return {
+      file,
+      mtime: Number.isFinite(t) ? Math.floor(t / 1000) : 0,
+      hash: `${want?.alg ?? 'sha256'}:${got}`,
+      name,
+      etag: res.headers.get('etag') ?? undefined,
+      lastModified: lm ?? undefined,
+    };
   } catch (e) {
     await fsp.rm(dir, { recursive: true, force: true });
     throw e;
   }
+}
+
+/**
+ * An ADD URL, through the URL cache when there is one (see CopyIo.urlCacheDir). `temp` is the
+ * directory to remove after the copy (downloads that are not kept).
+ */
+async function fetchUrl(req: CopyRequest, url: string, io: CopyIo): Promise<Downloaded & { temp?: string }> {
+  if (!io.urlCacheDir) {
+    const d = (await download(req, url, io)) as Downloaded;
+    return { ...d, temp: join(d.file, '..') };
+  }
+  const dir = join(io.urlCacheDir, createHash('sha256').update(url).digest('hex'));
+  const metaFile = join(dir, 'meta.json');
+  type Meta = { url: string; data: string; hash: string; mtime: number; name: string; etag?: string; lastModified?: string };
+  let meta: Meta | undefined;
+  try {
+    const m = JSON.parse(await fsp.readFile(metaFile, 'utf8')) as Meta;
+    await fsp.access(join(dir, m.data));
+    if (m.url === url) meta = m;
+  } catch {}
+  const kept = (m: Meta): Downloaded => ({ file: join(dir, m.data), mtime: m.mtime, hash: m.hash, name: m.name });
+  if (meta && req.checksum) {
+    const c = parseChecksum(req, req.checksum);
+    if (meta.hash === `${c.alg}:${c.hex}`) return kept(meta); // content-addressed: nothing to ask
+  }
+  const d = await download(req, url, io, meta && !req.checksum ? { etag: meta.etag, lastModified: meta.lastModified } : undefined);
+  if (d === 'not-modified') return kept(meta!);
+  if (!d.etag && !d.lastModified && !req.checksum) return { ...d, temp: join(d.file, '..') };
+  await fsp.mkdir(dir, { recursive: true });
+  const data = `data-${d.hash.replace(':', '-')}`;
+  await fsp.rename(d.file, join(dir, data));
+  await fsp.rm(join(d.file, '..'), { recursive: true, force: true });
+  const m: Meta = { url, data, hash: d.hash, mtime: d.mtime, name: d.name };
+  if (d.etag) m.etag = d.etag;
+  if (d.lastModified) m.lastModified = d.lastModified;
+  await writeFileAtomic(metaFile, JSON.stringify(m));
+  return kept(m);
 }
 
 /**
@@ -443,10 +502,10 @@ export async function planCopy(req: CopyRequest, from: CopySourceRoot, io: CopyI
       if (isUrl(spec)) {
         if (req.kind === 'COPY') fail(req, `${spec}: source can't be a URL for COPY`);
         if (!('context' in from)) fail(req, `${spec}: a URL source can't be used with --from`);
-        let got: Promise<{ file: string; mtime: number; hash: string; name: string }> | undefined;
+        let got: Promise<Downloaded> | undefined;
         const fetchIt = () =>
-          (got ??= download(req, spec, io).then((d) => {
-            temps.push(join(d.file, '..'));
+          (got ??= fetchUrl(req, spec, io).then((d) => {
+            if (d.temp) temps.push(d.temp);
             return d;
           }));
         if (req.checksum) {

@@ -338,4 +338,49 @@ describe('ADD', () => {
       /ADD http:\/\/127\.0\.0\.1:\d+\/repo\.git#main: git sources are not supported/,
     );
   });
+
+  it('keeps downloads in a URL cache: 304 revalidation, a changed ETag re-downloads, a kept --checksum URL is not asked', async (t) => {
+    let body = Buffer.from('v1');
+    let etag = '"v1"';
+    const log: string[] = [];
+    const srv = createServer((rq, rs) => {
+      if (rq.headers['if-none-match'] === etag) {
+        log.push('304');
+        rs.writeHead(304).end();
+        return;
+      }
+      log.push('200');
+      rs.writeHead(200, { ETag: etag, 'Content-Length': body.length }).end(body);
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    t.after(() => srv.close());
+    const url = `http://127.0.0.1:${(srv.address() as import('node:net').AddressInfo).port}/f.txt`;
+    const { root, ctx } = await setup(t, {});
+    const urlCacheDir = tempDir(t, 'urls');
+    const keyOf = async () => {
+      const p = await planCopy(req([url], '/dl/', { kind: 'ADD' }), { context: ctx }, { urlCacheDir });
+      await applyCopy(p, { rootfs: root, workdir: '/' });
+      await p.dispose();
+      return p.inputs.files[0]!.hash;
+    };
+    const k1 = await keyOf();
+    const k2 = await keyOf();
+    assert.equal(k2, k1);
+    assert.deepEqual(log, ['200', '304']);
+    assert.equal(readFileSync(join(root, 'dl/f.txt'), 'utf8'), 'v1');
+    body = Buffer.from('v2');
+    etag = '"v2"';
+    const k3 = await keyOf();
+    assert.notEqual(k3, k1);
+    assert.deepEqual(log, ['200', '304', '200']);
+    assert.equal(readFileSync(join(root, 'dl/f.txt'), 'utf8'), 'v2');
+    // a --checksum URL whose content is kept: no request at all
+    const sum = 'sha256:' + createHash('sha256').update('v2').digest('hex');
+    const p = await planCopy(req([url], '/sum/', { kind: 'ADD', checksum: sum }), { context: ctx }, { urlCacheDir });
+    await applyCopy(p, { rootfs: root, workdir: '/' });
+    await p.dispose();
+    assert.deepEqual(log, ['200', '304', '200']);
+    assert.equal(readFileSync(join(root, 'sum/f.txt'), 'utf8'), 'v2');
+    assert.ok(existsSync(join(root, 'sum/f.txt')));
+  });
 });
