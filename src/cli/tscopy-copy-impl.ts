@@ -160,7 +160,7 @@ async function copyCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
   const dest = await parseImageName(destArg);
   const reporter = cliReporter({ quiet: opts.quiet === true });
   const log = (s: string) => (opts.quiet ? process.stderr.write(`${s}\n`) : reporter.message(s));
-  const destOpen = openOptions(opts, 'dest');
+  const destOpen: OpenOptions = { ...openOptions(opts, 'dest'), additionalTags: Array.isArray(opts.additionalTag) ? (opts.additionalTag as string[]) : undefined };
   setMaxListeners(0, rootController.signal);
   warmUp(src, openOptions(opts, 'src'));
   warmUp(dest, destOpen);

@@ -44,6 +44,8 @@ export interface OpenOptions extends Io {
   retryTimes?: number | undefined;
   /** User-Agent and similar per-process settings. */
   userAgent?: string | undefined;
+  /** More names for the image (skopeo's --additional-tag: docker-archive RepoTags). */
+  additionalTags?: readonly string[] | undefined;
 }
 
 export interface ManifestBytes {

@@ -66,6 +66,18 @@ describe('tscopy copy to and between registries', () => {
     assert.match(out2, /\(0 copied, 0 skipped, 2 mounted\)/);
     const out3 = tscopy(['copy', ...NOTLS, `docker://${img}`, `docker://${img}`]);
     assert.match(out3, /\(0 copied, 2 skipped, 0 mounted\)/);
+    // inspect: skopeo's fields and values
+    const ours = JSON.parse(tscopy(['inspect', '--tls-verify=false', `docker://${img}`])) as Record<string, unknown>;
+    const theirs = JSON.parse(sh('skopeo', ['inspect', '--tls-verify=false', `docker://${img}`])) as Record<string, unknown>;
+    for (const k of ['Name', 'Digest', 'RepoTags', 'Created', 'DockerVersion', 'Labels', 'Architecture', 'Os', 'Layers', 'Env'])
+      assert.deepEqual(ours[k], theirs[k], k);
+    // LayersData is newer than skopeo 1.9 here: checked against the layers
+    assert.deepEqual((ours.LayersData as { Digest: string }[]).map((l) => l.Digest), theirs.Layers);
+    assert.equal(
+      tscopy(['inspect', '--tls-verify=false', '--format', '{{.Digest}} {{index .Labels "org.opencontainers.image.title"}} {{range .RepoTags}}<{{.}}>{{end}}', `docker://${img}`]).trim(),
+      `${base.manifestDigest} ${(theirs.Labels as Record<string, string>)['org.opencontainers.image.title']} <v1>`,
+    );
+    assert.equal(tscopy(['inspect', '--tls-verify=false', '--raw', '--config', `docker://${img}`]), sh('skopeo', ['inspect', '--tls-verify=false', '--raw', '--config', `docker://${img}`]));
     const d = tempDir(t, 'eng');
     tscopy(['copy', '-q', ...NOTLS, `docker://${reg.addr}/eng/other:v1`, `oci:${join(d, 'o')}:x`]);
     assert.equal(sha(sh('skopeo', ['inspect', '--raw', `oci:${join(d, 'o')}:x`])), base.manifestDigest);

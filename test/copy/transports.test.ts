@@ -65,8 +65,10 @@ describe('tscopy writes, skopeo reads (same digests)', () => {
     assert.equal(ours, skopeoRaw(`docker-archive:${join(d, 'theirs.tar')}`));
     assert.equal(tscopy(['inspect', '--raw', `docker-archive:${join(d, 'theirs.tar')}`]), ours);
     assert.deepEqual(readFileSync(join(d, 'ours.tar')), readFileSync(join(d, 'theirs.tar')));
-    const info = JSON.parse(sh('skopeo', ['inspect', `docker-archive:${join(d, 'ours.tar')}:example.com/app:v1`])) as { RepoTags: string[] };
-    assert.ok(info);
+    // --additional-tag: more RepoTags in manifest.json, both names readable by skopeo
+    tscopy(['copy', '-q', '--additional-tag', 'other/name:v2', base.ociRef, `docker-archive:${join(d, 'two.tar')}:example.com/app:v1`]);
+    sh('skopeo', ['inspect', `docker-archive:${join(d, 'two.tar')}:docker.io/other/name:v2`]);
+    sh('skopeo', ['inspect', `docker-archive:${join(d, 'two.tar')}:example.com/app:v1`]);
     // Existing archives are not modified (skopeo's rule).
     const r = tscopyFail(['copy', '-q', base.ociRef, `docker-archive:${join(d, 'ours.tar')}`]);
     assert.equal(r.status, 2);

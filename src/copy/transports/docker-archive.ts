@@ -83,6 +83,7 @@ class DockerArchiveDestination implements ImageDestination {
     readonly name: ImageName,
     private readonly file: string,
     readonly tag: string | undefined,
+    private readonly additionalTags: string[] = [],
   ) {}
 
   async tryReuse(): Promise<ReuseResult> {
@@ -120,7 +121,7 @@ class DockerArchiveDestination implements ImageDestination {
       return diffID;
     });
     if (diffIDs.length !== layers.length) throw new OciError('MANIFEST_INVALID', `the config lists ${diffIDs.length} diffIDs for ${layers.length} layers`);
-    this.writer.addImage({ config: p.doc.config.digest, layers, repoTags: this.tag ? [this.tag] : [] });
+    this.writer.addImage({ config: p.doc.config.digest, layers, repoTags: [...(this.tag ? [this.tag] : []), ...this.additionalTags] });
     this.added = true;
   }
 
@@ -169,12 +170,19 @@ export const dockerArchiveTransport: Transport = {
     });
     return new DockerArchiveSource(name, reader, reader.select(n.index ?? n.ref));
   },
-  async destination(name) {
+  async destination(name, opts) {
     const n = name as DockerArchiveName;
+    const additional = (opts?.additionalTags ?? []).map((t) => {
+      try {
+        return dockerRepoTag(t);
+      } catch (e) {
+        throw new UsageError(`--additional-tag ${JSON.stringify(t)}: ${(e as Error).message}`);
+      }
+    });
     if (n.index !== undefined) throw new UsageError(`${name}: a source index (@N) cannot be a destination`);
     const st = await fsp.stat(n.file).catch(() => undefined);
     if (st && !st.isFile()) throw new UsageError(`docker-archive ${n.file} exists and is not a regular file`);
     if (st && st.size > 0) throw new UsageError(`docker-archive doesn't support modifying existing images (${n.file} exists)`);
-    return new DockerArchiveDestination(name, n.file, n.ref);
+    return new DockerArchiveDestination(name, n.file, n.ref, additional);
   },
 };
