@@ -16,6 +16,7 @@ import {
   signImage,
   signatureTag,
   transportRepo,
+  isAttachmentTag,
   verifyImage,
   type ArtifactRepo,
   type VerifyReport,
@@ -79,7 +80,18 @@ async function openLayoutImage(rest: string): Promise<ImageHandle> {
   const ref = at ? at[2]! : i < 0 ? '' : rest.slice(i + 1);
   if (!path) throw new UsageError(`oci:${rest}: no directory`);
   const layout = await OciLayout.open(path);
-  const desc = await layout.resolve(ref || undefined);
+  let desc: Descriptor;
+  if (ref) desc = await layout.resolve(ref);
+  else {
+    // no tag: the layout's one image, not counting signatures (.sig tags), fallback indexes and referrers
+    const index = await layout.readIndex();
+    const images = index.manifests.filter((m) => {
+      const name = m.annotations?.['org.opencontainers.image.ref.name'];
+      return !(name && isAttachmentTag(name)) && !m.artifactType;
+    });
+    if (images.length !== 1) desc = await layout.resolve(undefined);
+    else desc = images[0]!;
+  }
   const bytes = await layout.readBytes(desc.digest);
   const top: ManifestBytes = { bytes, digest: desc.digest, mediaType: desc.mediaType };
   const repo = layoutRepo(layout, `oci:${path}`);

@@ -123,10 +123,15 @@ describe('tscopy sign on an OCI layout', () => {
   });
 
   it('--no-tag-storage --referrer stores only the referrer, which verify finds', async (t) => {
-    const { layout, image, digest, keys } = await setup(t);
+    const { dir, layout, image, digest, keys } = await setup(t);
     ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'r.example/a', '--referrer', '--no-tag-storage', image]);
     assert.equal(await layout.find(signatureTag(digest)), undefined);
     assert.match(ok(['verify', '--key', keys.pub, image]).stdout, /OK +referrer sha256:/);
+    // the layout named without a tag is still its one image (signatures and referrers do not count)
+    ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'r.example/a', `oci:${join(dir, 'img')}`]);
+    const j = JSON.parse(ok(['verify', '--key', keys.pub, '--format', 'json', `oci:${join(dir, 'img')}`]).stdout);
+    assert.equal(j.manifestDigest, digest);
+    assert.equal(j.signatures.length, 2);
   });
 
   it('needs an identity for a layout image, a password for an encrypted key; an unsigned image fails verify with exit 1', async (t) => {
