@@ -102,6 +102,14 @@ for (const kind of kinds) {
       await assert.rejects(c.putBlob('app/bad', { digest: wrong, size: data.length }, chunks(data)), DigestMismatchError);
       assert.equal(await c.statBlob('app/bad', wrong), undefined);
       assert.equal(await c.statBlob('app/bad', sha(data)), undefined);
+      // streaming mode (source reopenable): the registry's digest check refuses it at the final PUT
+      const bad = Buffer.from(data);
+      bad[777] = bad[777]! ^ 1;
+      await assert.rejects(
+        c.putBlob('app/bad', { digest: sha(data), size: data.length }, chunks(bad), { reopen: async (s) => chunks(bad.subarray(s)) }),
+        (e: any) => e instanceof OciError && e.code === 'DIGEST_INVALID' && e.message.includes(sha(data)),
+      );
+      assert.equal(await c.statBlob('app/bad', sha(data)), undefined);
       // too short a stream for the declared size
       await assert.rejects(c.putBlob('app/bad', { digest: sha(data), size: data.length + 10 }, chunks(data)), /size mismatch|expected/);
       // small (monolithic) with a wrong digest

@@ -402,7 +402,7 @@ export class RegistryClient {
       const pool = await this.pool(origin);
       const t0 = DEBUG_HTTP ? performance.now() : 0;
       const res = await pool.request({ method: 'GET', path: '/v2/', headers: this.baseHeaders(), signal });
-      if (DEBUG_HTTP) process.stderr.write(`http: ping ${origin}/v2/ -> ${res.statusCode} (${(performance.now() - t0).toFixed(1)} ms)\n`);
+      if (DEBUG_HTTP) process.stderr.write(`http: @${t0.toFixed(0)} ping ${origin}/v2/ -> ${res.statusCode} (${(performance.now() - t0).toFixed(1)} ms)\n`);
       this.stats.requests++;
       let challenge: Challenge | undefined;
       if (res.statusCode === 401) {
@@ -609,7 +609,7 @@ export class RegistryClient {
       const pool = await this.pool(origin);
       const t0 = DEBUG_HTTP ? performance.now() : 0;
       const res = await pool.request({ method: o.method, path, headers, body: o.body as Dispatcher.DispatchOptions['body'], signal: o.signal });
-      if (DEBUG_HTTP) process.stderr.write(`http: ${o.method} ${origin}${path} -> ${res.statusCode} (${(performance.now() - t0).toFixed(1)} ms)\n`);
+      if (DEBUG_HTTP) process.stderr.write(`http: @${t0.toFixed(0)} ${o.method} ${origin}${path} -> ${res.statusCode} (${(performance.now() - t0).toFixed(1)} ms)\n`);
       this.stats.requests++;
       if (res.statusCode !== 401 || !replayable || attempt > 0 || !sameHost) return res;
       const ch = this.pickChallenge(parseWwwAuthenticate(res.headers['www-authenticate']));
@@ -1047,7 +1047,9 @@ export class RegistryClient {
   ): Promise<BlobInfo> {
     const signal = io.signal;
     const reopen = io.reopen!;
-    let hasher: Hasher | undefined = new Hasher(digestAlgorithm(expect.digest));
+    // No local hash here: the registry computes the digest of what it stored and refuses the final PUT with
+    // DIGEST_INVALID when it differs (nothing is committed); hashing 250 MB again would only cost CPU.
+    let hasher: Hasher | undefined;
     let body: AsyncIterable<Uint8Array> = first;
     let loc = await this.startUpload(repo, signal);
     let offset = 0;
@@ -1101,12 +1103,10 @@ export class RegistryClient {
             if (st) await this.cancelUpload(repo, loc);
             loc = await this.startUpload(repo, signal);
             offset = 0;
-            hasher = new Hasher(digestAlgorithm(expect.digest));
           } else {
             this.stats.resumedUploads++;
             loc = st.location;
             offset = st.offset;
-            hasher = offset === 0 ? new Hasher(digestAlgorithm(expect.digest)) : undefined; // the registry's digest check covers a resumed upload
           }
           body = await reopen(offset);
         }
