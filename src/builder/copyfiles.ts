@@ -52,7 +52,7 @@ import { join } from 'node:path';
 import { Duplex, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
-import { decompressStream, extractLayer, RootResolver, TarSecurityError, TsimageError, type Compression } from '../oci/index.js';
+import { decompressStream, extractLayer, getXattr, listXattrs, RootResolver, setXattr, TarSecurityError, TsimageError, type Compression } from '../oci/index.js';
 import { resolveUser } from '../ns/index.js';
 import { BuildContext, cleanPosix, goPatternRegExp, hashFileContent, hasWildcard, IgnoreMatcher, parseIgnoreText, readHead, writeFileAtomic, xxh3Hex } from './context.js';
 import type { Heredoc } from './parser.js';
@@ -182,6 +182,29 @@ async function lstatOr(p: string): Promise<Stats | undefined> {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
     throw e;
+  }
+}
+
+/**
+ * Copy a file's or directory's xattrs (BuildKit copies them: file capabilities, user.*), never
+ * overlayfs' own (trusted.overlay.*) or SELinux labels; ones the target filesystem refuses are skipped.
+ */
+function copyXattrsSafe(src: string, dst: string): void {
+  let names: string[];
+  try {
+    names = listXattrs(src);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    if (n.startsWith('trusted.overlay.') || n === 'security.selinux') continue;
+    const v = getXattr(src, n);
+    if (v === undefined) continue;
+    try {
+      setXattr(dst, n, v);
+    } catch {
+      // not representable on the target (no user xattrs, unprivileged trusted.*): skipped, as tar and cp -a do
+    }
   }
 }
 
@@ -714,7 +737,7 @@ export async function applyCopy(plan: CopyPlan, target: CopyTarget, io: CopyIo =
   const destIsDir = dirSyntax || (destSt?.isDirectory() ?? false) || (nItems > 1 && plan.items.some((i) => i.kind !== 'path' || !i.isDir));
 
   const hardlinks = new Map<string, string>(); // dev:ino -> written root-relative path
-  const dirMeta: { rel: string; mode: number; atime: number; mtime: number; uid: number; gid: number }[] = [];
+  const dirMeta: { rel: string; mode: number; atime: number; mtime: number; uid: number; gid: number; xattrsFrom?: string | undefined }[] = [];
   const ownerOf = (st: { uid: number; gid: number } | undefined) =>
     owner ?? (plan.keepOwners && st ? { uid: st.uid, gid: st.gid } : { uid: 0, gid: 0 });
   const modeOf = (m: number, isDir: boolean) => (chmod ? chmod(m & 0o7777, isDir) : m & 0o7777);
@@ -764,7 +787,7 @@ export async function applyCopy(plan: CopyPlan, target: CopyTarget, io: CopyIo =
         stats.dirs++;
       }
       R.noteDir(rel);
-      dirMeta.push({ rel, mode: src.st ? modeOf(src.st.mode, true) : (src.mode ?? 0o755), atime: mtime.getTime() / 1000, mtime: mtime.getTime() / 1000, ...o });
+      dirMeta.push({ rel, mode: src.st ? modeOf(src.st.mode, true) : (src.mode ?? 0o755), atime: mtime.getTime() / 1000, mtime: mtime.getTime() / 1000, ...o, xattrsFrom: src.abs });
       return;
     }
     if (existing) {
@@ -818,6 +841,7 @@ export async function applyCopy(plan: CopyPlan, target: CopyTarget, io: CopyIo =
     }
     lchownSync(abs, o.uid, o.gid); // before chmod: chown clears setuid/setgid
     chmodSync(abs, modeOf(src.mode ?? src.st?.mode ?? 0o644, false));
+    if (src.abs) copyXattrsSafe(src.abs, abs); // after chown: chown clears security.capability
     lutimesSync(abs, mtime, mtime);
     stats.files++;
   };
@@ -878,6 +902,7 @@ export async function applyCopy(plan: CopyPlan, target: CopyTarget, io: CopyIo =
     const abs = R.abs(d.rel);
     lchownSync(abs, d.uid, d.gid);
     chmodSync(abs, d.mode);
+    if (d.xattrsFrom) copyXattrsSafe(d.xattrsFrom, abs);
     utimesSync(abs, d.atime, d.mtime);
   }
   return stats;

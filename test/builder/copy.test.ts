@@ -9,7 +9,7 @@ import { gzipSync } from 'node:zlib';
 import { tempDir, sh } from '../helpers.js';
 import { openContext } from '../../src/builder/context.js';
 import { applyCopy, copyFiles, planCopy, type CopyRequest } from '../../src/builder/copyfiles.js';
-import { packEntries, compressStream } from '../../src/oci/index.js';
+import { packEntries, compressStream, getXattr, setXattr } from '../../src/oci/index.js';
 import type { TarEntry } from '../../src/oci/index.js';
 
 function tree(dir: string, files: Record<string, string>): void {
@@ -235,6 +235,21 @@ describe('COPY', () => {
     await copyFiles(req(['/out/bin'], '/usr/local/bin/'), { rootfs: stage, name: 'build' }, { rootfs: root, workdir: '/' });
     const st = lstatSync(join(root, 'usr/local/bin/bin'));
     assert.deepEqual([st.uid, st.gid], [7, 8]);
+  });
+
+  it('xattrs are copied (user.*, file capabilities), overlay ones never', async (t) => {
+    const { root, copy, ctxDir } = await setup(t, { 'bin/ping': 'P', 'bin/plain': 'Q' });
+    setXattr(join(ctxDir, 'bin/ping'), 'user.tsimage.test', 'hello');
+    setXattr(join(ctxDir, 'bin/ping'), 'trusted.overlay.opaque', 'y');
+    // cap_net_raw+ep (VFS_CAP_REVISION_2)
+    const cap = Buffer.from('0000000200200000000000000000000000000000', 'hex');
+    setXattr(join(ctxDir, 'bin/ping'), 'security.capability', cap);
+    setXattr(join(ctxDir, 'bin'), 'user.dir', 'd');
+    await copy(req(['bin'], '/usr/bin/', { chown: '5:5' }));
+    assert.equal(getXattr(join(root, 'usr/bin/ping'), 'user.tsimage.test')?.toString(), 'hello');
+    assert.deepEqual(getXattr(join(root, 'usr/bin/ping'), 'security.capability'), cap); // survives the chown
+    assert.equal(getXattr(join(root, 'usr/bin/ping'), 'trusted.overlay.opaque'), undefined);
+    assert.equal(getXattr(join(root, 'usr/bin/plain'), 'user.tsimage.test'), undefined);
   });
 
   it('heredoc sources', async (t) => {
