@@ -16,13 +16,31 @@ import { createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { connect } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { benchPair, peersDir, summary, type PairResult } from './harness.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const PEERS = peersDir();
 
 export type Reg = { addr: string; url: string; stop(): void };
+
+/** Every registry this process started, stopped on exit whatever happens. */
+const live = new Set<Reg>();
+process.on('exit', () => {
+  for (const r of live) r.stop();
+});
+
+/** A loopback port that is free right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const p = (srv.address() as AddressInfo).port;
+      srv.close(() => resolve(p));
+    });
+  });
+}
 
 export function startTs(root: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Reg> {
   mkdirSync(root, { recursive: true });
@@ -35,7 +53,18 @@ export function startTs(root: string, extra: string[] = [], env: NodeJS.ProcessE
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       out += d;
       const m = /listening on (https?:\/\/(\S+))/.exec(out);
-      if (m) resolve({ url: m[1]!, addr: m[2]!, stop: () => child.kill('SIGKILL') });
+      if (m) {
+        const reg: Reg = {
+          url: m[1]!,
+          addr: m[2]!,
+          stop: () => {
+            live.delete(reg);
+            child.kill('SIGKILL');
+          },
+        };
+        live.add(reg);
+        resolve(reg);
+      }
     });
     child.once('exit', (c) => reject(new Error(`tsregistry exited ${c}`)));
   });
@@ -45,18 +74,19 @@ export function startDist(port: number): Reg {
   const out = spawnSync('sh', [join(PEERS, 'start-distribution.sh'), `127.0.0.1:${port}`], { encoding: 'utf8' });
   if (out.status !== 0) throw new Error(`start-distribution.sh: ${out.stderr}`);
   const v = Object.fromEntries(out.stdout.trim().split('\n').map((l) => l.split('=', 2) as [string, string]));
-  return {
+  const reg: Reg = {
     addr: v.ADDR!,
     url: `http://${v.ADDR}`,
     stop: () => {
+      live.delete(reg);
       spawnSync('sh', [join(PEERS, 'stop-distribution.sh'), v.PID!, v.STORE!]);
       rmSync(v.LOG!, { force: true });
     },
   };
+  live.add(reg);
+  return reg;
 }
 
-let nextPort = 41000 + Math.floor(Math.random() * 10000);
-const port = () => nextPort++;
 
 async function sha256File(f: string): Promise<string> {
   const h = createHash('sha256');
@@ -203,9 +233,9 @@ async function main(): Promise<void> {
         },
         peer: {
           label: 'distribution',
-          before: () => {
+          before: async () => {
             distPush?.stop();
-            distPush = startDist(port());
+            distPush = startDist(await freePort());
           },
           fn: () => skopeo(['copy', '--quiet', '--dest-tls-verify=false', src, `docker://${distPush!.addr}/bench/layers5:v${n++}`]),
         },
@@ -218,7 +248,7 @@ async function main(): Promise<void> {
     // 2. pull
     const ts = await startTs(join(work, 'ts-pull'));
     regs.push(ts);
-    const dist = startDist(port());
+    const dist = startDist(await freePort());
     regs.push(dist);
     for (const r of [ts, dist]) skopeo(['copy', '--quiet', '--dest-tls-verify=false', src, `docker://${r.addr}/bench/layers5:v1`]);
     const out = join(work, 'pulled');

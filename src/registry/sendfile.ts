@@ -17,8 +17,12 @@ function readAt(fd: number, buf: Buffer, length: number, position: number): Prom
 
 /** Write [start, end] (inclusive) of the open file `fd` to `out`, then end it. Closes `fd`. Rejects when the client goes away. */
 export async function sendFileRange(out: ServerResponse, fd: number, start: number, end: number): Promise<void> {
-  const bufs = Array.from({ length: RING }, () => Buffer.allocUnsafeSlow(CHUNK));
-  const inFlight: (Promise<void> | undefined)[] = new Array(RING).fill(undefined);
+  // small blobs (configs, manifests) get one buffer of their size
+  const total = end - start + 1;
+  const size = Math.min(CHUNK, total);
+  const ring = Math.min(RING, Math.ceil(total / size));
+  const bufs = Array.from({ length: ring }, () => (size <= 64 * 1024 ? Buffer.allocUnsafe(size) : Buffer.allocUnsafeSlow(size)));
+  const inFlight: (Promise<void> | undefined)[] = new Array(ring).fill(undefined);
   let gone: Error | undefined;
   const onClose = (): void => {
     if (!out.writableFinished) gone ??= new Error('client closed the connection');
@@ -30,17 +34,17 @@ export async function sendFileRange(out: ServerResponse, fd: number, start: numb
     while (pos <= end) {
       if (inFlight[i]) await inFlight[i];
       if (gone) throw gone;
-      const n = await readAt(fd, bufs[i]!, Math.min(CHUNK, end - pos + 1), pos);
+      const n = await readAt(fd, bufs[i]!, Math.min(size, end - pos + 1), pos);
       if (n === 0) throw new Error(`blob file is shorter than expected (at offset ${pos}, wanted up to ${end})`);
       pos += n;
-      const chunk = n === CHUNK ? bufs[i]! : bufs[i]!.subarray(0, n);
+      const chunk = n === size ? bufs[i]! : bufs[i]!.subarray(0, n);
       inFlight[i] = new Promise<void>((resolve, reject) => {
         out.write(chunk, (err) => (err ? reject(err) : resolve()));
         if (out.destroyed) reject(gone ?? new Error('client closed the connection'));
       });
       // a rejection is observed when the slot comes round again (or at the end)
       inFlight[i]!.catch(() => {});
-      i = (i + 1) % RING;
+      i = (i + 1) % ring;
     }
     for (const p of inFlight) if (p) await p;
     await new Promise<void>((resolve) => out.end(resolve));
