@@ -85,6 +85,27 @@ describe('tsbuild CLI', () => {
     noLeftovers(root);
   });
 
+  it('prune drops the build cache and unreferenced blobs but keeps named images usable', (t) => {
+    const root = tempDir(t, 'root');
+    const ctx = tempDir(t, 'ctx');
+    writeFileSync(join(ctx, 'Containerfile'), 'FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n');
+    ok(root, ['bud', '-q', '-t', 'keep', ctx]);
+    writeFileSync(join(ctx, 'Containerfile'), 'FROM busybox\nRUN echo other > /other\n');
+    const unnamed = ok(root, ['bud', '-q', ctx]).trim();
+    const blobs = () => readdirSync(join(root, 'images', 'blobs', 'sha256')).length;
+    const before = blobs();
+    const out = ok(root, ['prune', '-a']);
+    assert.match(out, /removed \d+ cache entries and \d+ blobs/);
+    assert.ok(blobs() < before, `blobs ${before} -> ${blobs()}`);
+    assert.doesNotMatch(ok(root, ['images', '-a', '--no-trunc']), new RegExp(unnamed), 'unnamed image pruned');
+    // the named image still works as a base; nothing is cached any more
+    writeFileSync(join(ctx, 'Containerfile'), 'FROM keep\nRUN cat /one /two\n');
+    const b = tsbuild(root, ['bud', ctx]);
+    assert.equal(b.code, 0, b.err);
+    assert.match(b.err, /one\ntwo/);
+    assert.doesNotMatch(b.err, /Using cache/);
+  });
+
   it('--help everywhere (exit 0), usage errors exit 2, Dockerfile errors name file:line (exit 1)', (t) => {
     const root = tempDir(t, 'root');
     for (const c of ['bud', 'build', 'from', 'run', 'copy', 'add', 'config', 'commit', 'containers', 'rm', 'mount', 'umount', 'images', 'tag', 'rmi', 'pull', 'push', 'inspect', 'info', 'version', 'prune', 'login', 'logout']) {
