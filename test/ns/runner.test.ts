@@ -204,6 +204,44 @@ for (const isolation of ['builtin', 'chroot', 'oci'] as const) {
       assert.ok(Number(out.trim()) < 12, `started ${out.trim()} background jobs under pids.max=6`);
     });
 
+    it('applies CPU quota and shares, memory and pids limits to the container\'s cgroup', async () => {
+      const marker = `tsimage-cg-${isolation}-${process.pid}`;
+      const running = run(r, `sleep 2; : ${marker}`, { rootfs, limits: { cpus: 0.5, cpuShares: 512, memory: 64 * 1024 * 1024, pids: 50 } });
+      let pid: string | undefined;
+      for (let i = 0; i < 100 && !pid; i++) {
+        await new Promise((ok) => setTimeout(ok, 20));
+        pid = procsWith(marker).find((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('/bin/sh'));
+      }
+      assert.ok(pid, 'container process not found');
+      const cg = Object.fromEntries(
+        readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+          .trim()
+          .split('\n')
+          .flatMap((l) => {
+            const [, ctrls = '', path = ''] = l.split(':');
+            return ctrls.split(',').map((c) => [c || 'unified', path]);
+          }),
+      ) as Record<string, string>;
+      const read = (ctrl: string, file: string) => {
+        const v2 = existsSync('/sys/fs/cgroup/cgroup.controllers');
+        const dir = v2 ? join('/sys/fs/cgroup', cg.unified ?? '') : join('/sys/fs/cgroup', ctrl === 'cpu' && existsSync('/sys/fs/cgroup/cpu,cpuacct') ? 'cpu,cpuacct' : ctrl, cg[ctrl] ?? '');
+        return readFileSync(join(dir, file), 'utf8').trim();
+      };
+      if (existsSync('/sys/fs/cgroup/cgroup.controllers')) {
+        assert.equal(read('cpu', 'cpu.max'), '50000 100000');
+        assert.equal(read('memory', 'memory.max'), String(64 * 1024 * 1024));
+        assert.equal(read('pids', 'pids.max'), '50');
+      } else {
+        assert.equal(read('cpu', 'cpu.cfs_quota_us'), '50000');
+        assert.equal(read('cpu', 'cpu.cfs_period_us'), '100000');
+        assert.equal(read('cpu', 'cpu.shares'), '512');
+        assert.equal(read('memory', 'memory.limit_in_bytes'), String(64 * 1024 * 1024));
+        assert.equal(read('pids', 'pids.max'), '50');
+      }
+      const { res } = await running;
+      assert.equal(res.exitCode, 0);
+    });
+
     it('hits the memory limit (OOM kill)', async () => {
       const { res } = await run(r, 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo ${#x}', { rootfs, limits: { memory: 48 * 1024 * 1024 } });
       assert.notEqual(res.exitCode, 0);
