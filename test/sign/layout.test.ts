@@ -340,3 +340,15 @@ describe('carrying with manifest lists', () => {
     ok(['verify', '--key', keys.pub, `oci:${join(dir, 'one')}:m`]);
   });
 });
+
+describe('copy from a signed layout named without a tag', () => {
+  it('oci:DIR is the one image even with .sig tags and referrers in index.json; they travel', async (t) => {
+    const { dir, image, digest, keys } = await setup(t);
+    ok(['sign', '--key', keys.key, '--password-file', keys.pw, '--identity', 'r.example/a', '--referrer', image]);
+    ok(['copy', '--quiet', '--insecure-policy', `oci:${join(dir, 'img')}`, `oci:${join(dir, 'out')}:v1`]);
+    const out = await OciLayout.open(join(dir, 'out'));
+    assert.equal((await out.resolve('v1')).digest, digest);
+    assert.ok(await out.find(signatureTag(digest)));
+    ok(['verify', '--key', keys.pub, `oci:${join(dir, 'out')}:v1`]);
+  });
+});

@@ -6,6 +6,7 @@
 import type { Readable } from 'node:stream';
 import {
   MediaTypes,
+  REF_NAME_ANNOTATION,
   OciError,
   OciLayout,
   UsageError,
@@ -25,6 +26,7 @@ import type {
   ReuseResult,
   Transport,
 } from '../types.js';
+import { isAttachmentTag } from '../sign/attachments.js';
 import { digestRef, explicitPath, LocalName, manifestBytes, pathNamespaces, splitPathAndRef } from './common.js';
 
 /** An image source over an OCI layout; `refs` are tried in order (the first that exists is the image). */
@@ -36,7 +38,14 @@ export class LayoutSource implements ImageSource {
   ) {}
 
   private async top(): Promise<Descriptor> {
-    if (this.refs.length === 0) return this.layout.resolve();
+    if (this.refs.length === 0) {
+      // the layout's one image, not counting signatures (.sig tags), referrers fallback indexes and referrers
+      const images = (await this.layout.readIndex()).manifests.filter((m) => {
+        const n = m.annotations?.[REF_NAME_ANNOTATION];
+        return !(n && isAttachmentTag(n)) && !m.artifactType;
+      });
+      return images.length === 1 ? structuredClone(images[0]!) : this.layout.resolve();
+    }
     for (const r of this.refs) {
       const d = await this.layout.find(r);
       if (d) return d;
