@@ -86,7 +86,7 @@ function normInputs(inputs: CacheInputs): Record<string, unknown> {
   if (inputs.files) {
     out.files = [...inputs.files]
       .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
-      .map((f) => [f.path, f.type, f.mode, f.hash ?? null, f.owner ?? null]);
+      .map((f) => (f.xattrs ? [f.path, f.type, f.mode, f.hash ?? null, f.owner ?? null, f.xattrs] : [f.path, f.type, f.mode, f.hash ?? null, f.owner ?? null]));
   }
   if (inputs.base !== undefined) out.base = inputs.base;
   if (inputs.args) out.args = inputs.args;
@@ -149,7 +149,7 @@ export function diffInputs(prevInstr: string, prev: StoredInputs, instruction: s
     for (const k of new Set([...Object.keys(po), ...Object.keys(co)]))
       if (JSON.stringify(po[k]) !== JSON.stringify(co[k])) out.push(`${k} changed (${JSON.stringify(po[k])} -> ${JSON.stringify(co[k])})`);
   }
-  type Row = [string, string, number, string | null, string | null];
+  type Row = [string, string, number, string | null, string | null, string?];
   const pf = new Map(((prev.files ?? []) as Row[]).map((r) => [r[0], r]));
   const cf = new Map(((cur.files ?? []) as Row[]).map((r) => [r[0], r]));
   const fileMsgs: string[] = [];
@@ -162,6 +162,7 @@ export function diffInputs(prevInstr: string, prev: StoredInputs, instruction: s
       else if (o[3] !== c[3]) parts.push(c[1] === 'l' ? `link target ${o[3]} -> ${c[3]}` : `hash ${shortHash(o[3] ?? undefined)} -> ${shortHash(c[3] ?? undefined)}`);
       if (o[2] !== c[2]) parts.push(`mode ${o[2].toString(8)} -> ${c[2].toString(8)}`);
       if (o[4] !== c[4]) parts.push(`owner ${o[4]} -> ${c[4]}`);
+      if (o[5] !== c[5]) parts.push('xattrs changed');
       if (parts.length) fileMsgs.push(`${p} changed (${parts.join(', ')})`);
     }
   }

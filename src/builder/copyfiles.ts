@@ -103,6 +103,8 @@ export interface FileInput {
   hash?: string;
   /** uid:gid (sources from a rootfs keep their owners) */
   owner?: string;
+  /** hash of the xattrs that are copied (absent when there are none) */
+  xattrs?: string;
 }
 
 export interface CopyInputs {
@@ -185,6 +187,22 @@ async function lstatOr(p: string): Promise<Stats | undefined> {
   }
 }
 
+const copiedXattr = (n: string) => !n.startsWith('trusted.overlay.') && n !== 'security.selinux';
+
+/** xxh3 over the xattrs COPY carries (undefined when none): part of the cache key. */
+function xattrsKey(path: string): string | undefined {
+  let names: string[];
+  try {
+    names = listXattrs(path).filter(copiedXattr).sort();
+  } catch {
+    return undefined;
+  }
+  if (!names.length) return undefined;
+  const parts: Buffer[] = [];
+  for (const n of names) parts.push(Buffer.from(n + '\0'), getXattr(path, n) ?? Buffer.alloc(0), Buffer.from('\0'));
+  return xxh3Hex(Buffer.concat(parts));
+}
+
 /**
  * Copy a file's or directory's xattrs (BuildKit copies them: file capabilities, user.*), never
  * overlayfs' own (trusted.overlay.*) or SELinux labels; ones the target filesystem refuses are skipped.
@@ -197,7 +215,7 @@ function copyXattrsSafe(src: string, dst: string): void {
     return;
   }
   for (const n of names) {
-    if (n.startsWith('trusted.overlay.') || n === 'security.selinux') continue;
+    if (!copiedXattr(n)) continue;
     const v = getXattr(src, n);
     if (v === undefined) continue;
     try {
@@ -610,6 +628,10 @@ export async function planCopy(req: CopyRequest, from: CopySourceRoot, io: CopyI
           const h = e.hash ?? e.link ?? (e.st.isCharacterDevice() || e.st.isBlockDevice() ? `${e.st.rdev}` : undefined);
           if (h !== undefined) fi.hash = h;
           if (keepOwners) fi.owner = `${e.st.uid}:${e.st.gid}`;
+          if (e.st.isFile() || e.st.isDirectory()) {
+            const x = xattrsKey(e.abs);
+            if (x) fi.xattrs = x;
+          }
           files.push(fi);
         }
       }

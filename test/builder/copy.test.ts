@@ -238,13 +238,17 @@ describe('COPY', () => {
   });
 
   it('xattrs are copied (user.*, file capabilities), overlay ones never', async (t) => {
-    const { root, copy, ctxDir } = await setup(t, { 'bin/ping': 'P', 'bin/plain': 'Q' });
+    const { root, copy, ctxDir, ctx } = await setup(t, { 'bin/ping': 'P', 'bin/plain': 'Q' });
     setXattr(join(ctxDir, 'bin/ping'), 'user.tsimage.test', 'hello');
     setXattr(join(ctxDir, 'bin/ping'), 'trusted.overlay.opaque', 'y');
     // cap_net_raw+ep (VFS_CAP_REVISION_2)
     const cap = Buffer.from('0000000200200000000000000000000000000000', 'hex');
     setXattr(join(ctxDir, 'bin/ping'), 'security.capability', cap);
     setXattr(join(ctxDir, 'bin'), 'user.dir', 'd');
+    const plan = await planCopy(req(['bin'], '/usr/bin/'), { context: ctx });
+    const ping = plan.inputs.files.find((f) => f.path === 'bin/ping')!;
+    assert.match(ping.xattrs ?? '', /^x128:/); // xattrs are part of the cache key
+    assert.equal(plan.inputs.files.find((f) => f.path === 'bin/plain')!.xattrs, undefined);
     await copy(req(['bin'], '/usr/bin/', { chown: '5:5' }));
     assert.equal(getXattr(join(root, 'usr/bin/ping'), 'user.tsimage.test')?.toString(), 'hello');
     assert.deepEqual(getXattr(join(root, 'usr/bin/ping'), 'security.capability'), cap); // survives the chown
