@@ -159,6 +159,19 @@ describe('insecure registries and TLS', () => {
     t.after(() => c.close());
     assert.equal(await c.headManifest('a/b', 'latest'), undefined);
     assert.equal(c.baseUrl, `http://${reg.address}`);
+    // blocked = true: the transport refuses before any request
+    const blockedConf = join(dir, 'blocked.conf');
+    writeFileSync(blockedConf, `[[registry]]\nlocation = "${reg.address}/secret"\nblocked = true\n`);
+    const old = process.env.CONTAINERS_REGISTRIES_CONF;
+    process.env.CONTAINERS_REGISTRIES_CONF = blockedConf;
+    try {
+      await assert.rejects(dockerTransport.source(dockerTransport.parse(`//${reg.address}/secret/app:v1`), { tlsVerify: false }), /blocked in registries\.conf/);
+      await assert.rejects(dockerTransport.destination(dockerTransport.parse(`//${reg.address}/secret/app:v1`), { tlsVerify: false }), /blocked in registries\.conf/);
+      await (await dockerTransport.source(dockerTransport.parse(`//${reg.address}/open/app:v1`), { tlsVerify: false })).close();
+    } finally {
+      if (old === undefined) delete process.env.CONTAINERS_REGISTRIES_CONF;
+      else process.env.CONTAINERS_REGISTRIES_CONF = old;
+    }
     // --tls-verify=true overrides the file
     const strict = new RegistryClient(reg.address, { tlsVerify: true, retryTimes: 0, env: { ...process.env, CONTAINERS_REGISTRIES_CONF: join(dir, 'registries.conf') } });
     t.after(() => strict.close());

@@ -18,6 +18,7 @@ import {
   type Io,
 } from '../../oci/index.js';
 import type { PutBlobInfo, PutBlobIo as TransportPutBlobIo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, OpenOptions, ReuseResult, Transport } from '../types.js';
+import { isBlockedRegistry } from '../registry/registries.js';
 import { registryClient, type BlobUploadIo, type RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 
 export class DockerImageName implements ImageName {
@@ -205,15 +206,23 @@ export function dockerClient(name: ImageName, opts?: OpenOptions): RegistryClien
   return registryClient(nameOf(name).ref.registry, clientOptions(opts));
 }
 
+/** registries.conf `blocked = true`: refuse before any request (containers/image does the same). */
+async function refuseBlocked(n: DockerImageName, opts?: OpenOptions): Promise<void> {
+  const env = (opts as { env?: NodeJS.ProcessEnv } | undefined)?.env;
+  if (await isBlockedRegistry(repositoryName(n.ref), env)) throw new UsageError(`registry ${n.ref.registry} is blocked in registries.conf (${n.toString()})`);
+}
+
 export const dockerTransport: Transport = {
   name: 'docker',
   parse: parseDockerName,
   async source(name: ImageName, opts?: OpenOptions): Promise<ImageSource> {
     const n = nameOf(name);
+    await refuseBlocked(n, opts);
     return new DockerSource(n, dockerClient(n, opts), { signal: opts?.signal });
   },
   async destination(name: ImageName, opts?: OpenOptions): Promise<ImageDestination> {
     const n = nameOf(name);
+    await refuseBlocked(n, opts);
     return new DockerDestination(n, dockerClient(n, opts), { signal: opts?.signal });
   },
 };
