@@ -150,6 +150,10 @@ export function summaryLine(r: CopyResult): string {
 export async function copyCmd(srcArg: string, destArg: string, opts: Opts): Promise<number> {
   try {
     return await copyCmdInner(srcArg, destArg, opts);
+  } catch (e) {
+    // an interrupted copy says so (not "The operation was aborted" from a stream)
+    if (rootController.signal.aborted) throw rootController.signal.reason;
+    throw e;
   } finally {
     await closeTransports();
   }
@@ -215,6 +219,10 @@ interface InspectOutput {
 export async function inspectCmd(imageArg: string, opts: Opts): Promise<number> {
   try {
     return await inspectCmdInner(imageArg, opts);
+  } catch (e) {
+    // an interrupted copy says so (not "The operation was aborted" from a stream)
+    if (rootController.signal.aborted) throw rootController.signal.reason;
+    throw e;
   } finally {
     await closeTransports();
   }
