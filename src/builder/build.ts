@@ -24,6 +24,7 @@ import { ImageStore, isEmbeddedBaseName, type LoadedImage } from './store.js';
 import { commitImage, type OutputSpec } from './commit.js';
 import { BuildCache } from './cache.js';
 import { openContext } from './context.js';
+import type { RemoteEntry } from './remote-cache.js';
 
 export interface BuildOptions {
   contextDir: string;
@@ -66,6 +67,12 @@ export interface BuildOptions {
   pushTo?: string[] | undefined;
   /** print, for each missed step, which input changed */
   explainCache?: boolean | undefined;
+  /** registry repositories to look missed steps up in (--cache-from) */
+  cacheFrom?: string[] | undefined;
+  /** registry repository to push this build's cache entries to (--cache-to) */
+  cacheTo?: string | undefined;
+  /** registry options for --cache-from/--cache-to */
+  registry?: { tlsVerify?: boolean | undefined; authfile?: string | undefined; creds?: string | undefined; certDir?: string | undefined } | undefined;
   /** an ignore file instead of .dockerignore/.containerignore */
   ignoreFile?: string | undefined;
 }
@@ -156,6 +163,8 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
   const results = new Map<number, Promise<StageResult>>();
   const imageCache = new Map<string, Promise<LoadedImage>>();
   const pull = o.pull ?? 'missing';
+  const remoteCollect: RemoteEntry[] = [];
+  const remote = o.cacheFrom?.length || o.cacheTo ? { from: o.cacheFrom ?? [], collect: o.cacheTo ? remoteCollect : undefined, opts: o.registry ?? {} } : undefined;
 
   const getImage = (name: string): Promise<LoadedImage> => {
     let p = imageCache.get(name);
@@ -223,6 +232,7 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
           cache,
           ctx,
           explainCache: o.explainCache ?? false,
+          remote,
         });
         return await ex.run();
       } finally {
@@ -258,6 +268,11 @@ export async function build(o: BuildOptions): Promise<BuildResult> {
       signal,
     });
     if (o.iidfile) await writeFile(o.iidfile, res.imageId);
+    if (o.cacheTo) {
+      const { remoteExport } = await import('./remote-cache.js');
+      const n = await remoteExport(o.cacheTo, remoteCollect, store, { ...(o.registry ?? {}), signal });
+      log(`Exported ${n} cache entries to ${o.cacheTo}`);
+    }
     await ctx.save().catch(() => {});
     return res;
   } finally {

@@ -32,6 +32,7 @@ import { isEmbeddedBaseName, type ImageStore, type LoadedImage } from './store.j
 import { parseMount, runArgv, runInRootfs, type MountSpec } from './run-step.js';
 import { cacheKey, type BuildCache, type CacheInputs } from './cache.js';
 import type { BuildContext } from './context.js';
+import type { RemoteCacheOptions, RemoteEntry } from './remote-cache.js';
 import { applyCopy, planCopy, type CopyPlan, type CopyRequest } from './copyfiles.js';
 
 export interface StepLog {
@@ -71,6 +72,8 @@ export interface ExecOptions {
   ctx: BuildContext;
   /** print, for each missed step, which input changed */
   explainCache: boolean;
+  /** --cache-from repositories / --cache-to collector */
+  remote?: { from: string[]; collect?: RemoteEntry[] | undefined; opts: RemoteCacheOptions } | undefined;
 }
 
 export interface StageResult {
@@ -566,7 +569,16 @@ export class StageExecutor {
       return h;
     };
     if (!o.noCache && o.layers) {
-      const entry = await o.cache.get(key);
+      let entry = await o.cache.get(key);
+      if (!entry && o.remote?.from.length) {
+        const { remoteLookup } = await import('./remote-cache.js');
+        const r = await remoteLookup(o.remote.from, key, o.store, { ...o.remote.opts, signal: o.signal });
+        if (r) {
+          const h = hist(!r.layer, r.created);
+          entry = await o.cache.put(key, { parent, instruction, inputs, result: { ...(r.layer ? { layer: r.layer } : {}), history: { ...h } } });
+          this.log(`--> Found ${key.slice(7, 19)} in --cache-from`);
+        }
+      }
       const l = entry?.result.layer;
       const usable = entry && (!l || (await o.store.layout.has(l.digest as Digest)));
       if (entry && usable) {
@@ -574,6 +586,7 @@ export class StageExecutor {
         if (hit.layer) addLayer(this.state, hit.layer, l!.diffID as Digest);
         if (hit.layer || !quietIfEmpty) addHistory(this.state, hist(!hit.layer, o.timestamp !== undefined ? created : hit.created));
         this.lastCreated = o.timestamp !== undefined ? created : hit.created;
+        o.remote?.collect?.push({ key, created: hit.created, ...(l ? { layer: { mediaType: l.mediaType, digest: l.digest as Digest, size: l.size, diffID: l.diffID as Digest } } : {}) });
         this.key = key;
         this.pendingWorkdir = undefined;
         if (hit.layer || !quietIfEmpty) this.log(`--> Using cache ${key.slice(7, 19)}`);
@@ -627,6 +640,7 @@ export class StageExecutor {
           result: { ...(layer ? { layer: { digest: layer.digest, diffID: res.diffID, size: layer.size, mediaType: layer.mediaType } } : {}), history: { ...h } },
         });
       }
+      o.remote?.collect?.push({ key, created, ...(layer ? { layer: { mediaType: layer.mediaType, digest: layer.digest, size: layer.size, diffID: res.diffID } } : {}) });
       this.key = key;
       if (!empty || !quietIfEmpty) this.log(`--> ${empty ? 'no changes' : res.diffID.slice(7, 19)} (${fmtDuration(performance.now() - t0)})`);
     } catch (e) {

@@ -112,6 +112,9 @@ export async function budCommand(context: string | undefined, opts: Record<strin
     runOutput: quiet ? 'ignore' : logStream ?? process.stderr,
     signal: rootController.signal,
     explainCache: !!opts.explainCache,
+    cacheFrom: opts.cacheFrom as string[] | undefined,
+    cacheTo: opts.cacheTo as string | undefined,
+    registry: transfer,
     puller: async (name, store, signal) => {
       const { pullImage } = await import('../builder/transfer.js');
       return pullImage(name, store, { ...transfer, quiet, signal, log });

@@ -28,6 +28,8 @@ export function program(): Command {
       .option('--layers [bool]', 'cache every step as a layer (default true)', 'true')
       .option('--no-cache', 'do not use cached steps')
       .option('--explain-cache', 'print, for each step that missed the cache, which input changed')
+      .option('--cache-from <repo>', 'registry repository to look cached steps up in (repeatable)', collect, [])
+      .option('--cache-to <repo>', 'registry repository to push this build\'s cache entries to (OCI artifacts)')
       .option('--ignorefile <file>', 'ignore file instead of .containerignore/.dockerignore')
       .addOption(new Option('--pull [policy]', 'pull policy').choices(['always', 'missing', 'never', 'ifnewer', 'true', 'false']).default('missing'))
       .option('--pull-always', 'same as --pull=always')

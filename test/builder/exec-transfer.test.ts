@@ -12,6 +12,31 @@ import { pullImage, pushImage } from '../../src/builder/transfer.js';
 import { StringSink } from '../../src/builder/executor.js';
 
 describe('tsbuild pull/push through the copy engine', () => {
+  it('--cache-to pushes step entries as OCI artifacts; another store builds from them with --cache-from without running', async (t) => {
+    const reg = await startDistribution(t);
+    const repo = `${reg.addr}/cache/app`;
+    const registry = { tlsVerify: false };
+    const ctx = tempDir(t, 'ctx');
+    writeFileSync(join(ctx, 'Containerfile'), 'FROM busybox\nRUN echo expensive-step > /out\nENV X=1\nCOPY f.txt /f.txt\nRUN true\n');
+    writeFileSync(join(ctx, 'f.txt'), 'file\n');
+    const lines1: string[] = [];
+    const root1 = tempDir(t, 'r1');
+    await build({ contextDir: ctx, root: root1, tags: ['a'], log: (l) => lines1.push(l), runOutput: new StringSink(), network: 'none', cacheTo: repo, registry });
+    assert.ok(lines1.some((l) => /Exported 3 cache entries/.test(l)), lines1.join('\n'));
+    const tags = (JSON.parse(execFileSync('skopeo', ['list-tags', '--tls-verify=false', `docker://${repo}`], { encoding: 'utf8' })) as { Tags: string[] }).Tags;
+    assert.equal(tags.filter((x) => /^cache-[0-9a-f]{64}$/.test(x)).length, 3, tags.join(' '));
+    const root2 = tempDir(t, 'r2');
+    const sink = new StringSink();
+    const lines2: string[] = [];
+    await build({ contextDir: ctx, root: root2, tags: ['b'], log: (l) => lines2.push(l), runOutput: sink, network: 'none', cacheFrom: [repo], registry });
+    assert.equal(sink.text, '', 'nothing ran');
+    assert.equal(lines2.filter((l) => l.includes('in --cache-from')).length, 3, lines2.join('\n'));
+    const a = await (await ImageStore.open(root1)).resolve('a');
+    const b = await (await ImageStore.open(root2)).resolve('b');
+    assert.deepEqual(b.config.rootfs.diff_ids, a.config.rootfs.diff_ids);
+    assert.equal(b.config.rootfs.diff_ids.length, 3, 'base + RUN + COPY (RUN true has no layer)');
+  });
+
   it('pushes a build (layers compressed on the way), podman runs it, and a second build pulls it as its base', async (t) => {
     requireTool('podman');
     requireTool('skopeo');
