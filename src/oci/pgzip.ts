@@ -179,7 +179,12 @@ export class BlockGzip extends Transform {
     this.isize = (this.isize + chunk.length) >>> 0;
     this.pending.push(chunk);
     this.pendingLen += chunk.length;
-    while (this.pendingLen > GZIP_BLOCK) this.submit(Buffer.from(this.cut()), false);
+    try {
+      while (this.pendingLen > GZIP_BLOCK) this.submit(Buffer.from(this.cut()), false);
+    } catch (e) {
+      cb(e as Error);
+      return;
+    }
     this.drain(this.threads * 2).then(() => cb(), cb);
   }
 
@@ -187,7 +192,12 @@ export class BlockGzip extends Transform {
     const rest = this.pendingLen ? Buffer.concat(this.pending, this.pendingLen) : Buffer.alloc(0);
     this.pending = [];
     this.pendingLen = 0;
-    this.submit(rest, true);
+    try {
+      this.submit(rest, true);
+    } catch (e) {
+      cb(e as Error);
+      return;
+    }
     this.drain(0).then(() => {
       const t = Buffer.alloc(8);
       t.writeUInt32LE(this.crc >>> 0, 0);
