@@ -894,7 +894,8 @@ export class RegistryClient {
         if (got !== d.digest) throw new DigestMismatchError(d.digest, got, what);
       }
     }
-    return Readable.from(gen(), { objectMode: false, highWaterMark: 1 });
+    // read ahead up to 2 MiB so the socket keeps flowing while the consumer works
+    return Readable.from(gen(), { objectMode: false, highWaterMark: 2 * 1024 * 1024 });
   }
 
   /** Read a small blob (config, signature payload) whole, capped (default 4 MiB) and verified. */
