@@ -94,7 +94,12 @@ describe('durability', () => {
     const stop = new AbortController();
     const clients = Array.from({ length: 10 }, (_, i) => client(() => reg.url, i, shared, acked, stop.signal));
     for (let round = 0; round < 3; round++) {
-      await new Promise((r) => setTimeout(r, randomInt(700, 2000)));
+      // kill at a random moment, but only once the load has made progress since the restart
+      // (a loaded machine can take seconds to bring 10 clients back)
+      const start = acked.manifests.size;
+      const until = Date.now() + 30_000;
+      while (acked.manifests.size < start + 4 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, randomInt(0, 1000)));
       const before = acked.manifests.size;
       process.kill(reg.pid, 'SIGKILL');
       await reg.stop('SIGKILL');
