@@ -1,6 +1,8 @@
 /** tscopy login / logout / list-tags / delete (loaded lazily by tscopy-registry.ts). */
 import { createInterface } from 'node:readline';
-import { TsimageError, UsageError, formatReference, parseReference } from '../oci/index.js';
+import { TsimageError, UsageError } from '../oci/errors.js';
+import { formatReference, parseReference } from '../oci/reference.js';
+// the registry part of src/copy only (its index also loads the engine, transports and signing): a lean start
 import {
   RegistryClient,
   defaultAuthFile,
@@ -9,9 +11,9 @@ import {
   parseCreds,
   removeCredentials,
   saveCredentials,
-  parseDockerName,
   type Credentials,
-} from '../copy/index.js';
+} from '../copy/registry/index.js';
+import { parseDockerName } from '../copy/transports/docker.js';
 import { rootController } from './common.js';
 
 export interface RegistryOpts {

@@ -38,7 +38,7 @@ import {
   type Io,
   type MediaType,
   type OciErrorCode,
-} from '../../oci/index.js';
+} from './oci.js';
 import { CATALOG_SCOPE, mergeScopes, parseWwwAuthenticate, repositoryScope, type Challenge } from './auth.js';
 import { lookupCredentials, parseCreds, type Credentials } from './credentials.js';
 import { isInsecureRegistry } from './registries.js';

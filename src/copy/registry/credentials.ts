@@ -15,7 +15,7 @@ import { mkdir, readFile, rename, rm, writeFile, open } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { TsimageError, UsageError } from '../../oci/index.js';
+import { TsimageError, UsageError } from './oci.js';
 
 export interface Credentials {
   username?: string | undefined;

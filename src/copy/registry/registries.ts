@@ -8,7 +8,7 @@
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { TsimageError } from '../../oci/index.js';
+import { TsimageError } from './oci.js';
 
 export interface RegistryEntry {
   /** What the entry matches: `host[:port][/ns...]` or `*.domain`. */

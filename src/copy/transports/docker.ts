@@ -16,7 +16,7 @@ import {
   type Digest,
   type ImageReference,
   type Io,
-} from '../../oci/index.js';
+} from '../registry/oci.js';
 import type { PutBlobInfo, PutBlobIo as TransportPutBlobIo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, OpenOptions, ReuseResult, Transport } from '../types.js';
 import { isBlockedRegistry } from '../registry/registries.js';
 import { registryClient, type BlobUploadIo, type RegistryClient, type RegistryClientOptions } from '../registry/client.js';
