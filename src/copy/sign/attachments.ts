@@ -181,22 +181,10 @@ export async function pushReferrer(repo: ArtifactRepo, m: ManifestBytes, subject
  * fallback index when it exists (a registry with the API may still hold an older fallback tag).
  */
 export async function listReferrers(repo: ArtifactRepo, d: Digest, io?: Io & { artifactType?: string | undefined }): Promise<Descriptor[]> {
+  // the repository's answer: the referrers API, or (registry client, when the registry has no API) the
+  // `sha256-<hex>` tag fallback index; layouts scan index.json. Deduplicated by digest.
   const out = new Map<string, Descriptor>();
-  const [api, fb] = await Promise.all([repo.referrers(d, io), repo.manifest(referrersFallbackTag(d), io).catch(() => undefined)]);
-  for (const r of api) out.set(r.digest, r);
-  if (fb) {
-    let doc: ManifestDoc | undefined;
-    try {
-      doc = parseDoc(fb, 'referrers fallback index');
-    } catch {
-      doc = undefined;
-    }
-    for (const r of Array.isArray(doc?.manifests) ? doc.manifests : []) {
-      if (!r || !isDigest(r.digest) || out.has(r.digest)) continue;
-      if (io?.artifactType && r.artifactType !== io.artifactType) continue;
-      out.set(r.digest, r);
-    }
-  }
+  for (const r of await repo.referrers(d, io)) if (r && isDigest(r.digest) && !out.has(r.digest)) out.set(r.digest, r);
   return [...out.values()];
 }
 
@@ -346,14 +334,11 @@ export async function carryAttachments(src: ArtifactRepo, dst: ArtifactRepo, d: 
   const res: CarryResult = { sigTag: false, referrers: [] };
   const tag = signatureTag(d);
   // the source's .sig tag, its referrers and the destination's .sig tag: independent reads, in parallel
-  const [sig, refs, dstSig] = await Promise.all([
-    src.manifest(tag, io),
-    listReferrers(src, d, io),
-    dst.manifest(tag, io).catch(() => undefined),
-  ]);
+  // the source's .sig tag and referrers in parallel; the destination is read only when there is something to carry
+  const [sig, refs] = await Promise.all([src.manifest(tag, io), listReferrers(src, d, io)]);
   if (sig) {
     if (sig.digest !== digestOf(sig.bytes)) throw new TsimageError(`${src.label}: ${tag} does not match its digest`);
-    const there = dstSig;
+    const there = await dst.manifest(tag, io).catch(() => undefined);
     if (there && there.digest !== sig.digest) {
       // merge: the destination's layers, then the source's not already there
       const a = parseDoc(there, `destination ${tag}`);
