@@ -223,3 +223,33 @@ describe('recompression and failures', () => {
     writeFileSync(join(d, 'unused'), '');
   });
 });
+
+describe('interruption', () => {
+  it('an abort mid-blob rejects, leaves no tag (oci) and no archive or temp dir (oci-archive)', async (t) => {
+    const d = tempDir(t, 'eng');
+    const { Transform } = await import('node:stream');
+    const { readdirSync: ls } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const before = ls(tmpdir()).filter((n) => n.startsWith('tsimage-ociarchive-')).length;
+    for (const target of [`oci:${join(d, 'o')}:x`, `oci-archive:${join(d, 'a.tar')}:x`]) {
+      const src = await openSource(await parseImageName(base.ociRef));
+      // the real layout source, its blob streams slowed down so that the abort lands mid-blob
+      const slow = Object.assign(Object.create(src) as typeof src, {
+        blob: async (desc: Descriptor, io?: { signal?: AbortSignal }) => {
+          const s = await src.blob(desc, io);
+          return s.pipe(new Transform({ highWaterMark: 1024, transform: (c, _e, cb) => setTimeout(() => cb(null, c), 300) }));
+        },
+      });
+      const dest = await openDestination(await parseImageName(target));
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(new Error('interrupted by test')), 100);
+      await assert.rejects(copyImage(slow, dest, { signal: ac.signal }), /interrupted by test|aborted/);
+      await dest.close();
+      await src.close();
+    }
+    assert.deepEqual((JSON.parse(readFileSync(join(d, 'o', 'index.json'), 'utf8')) as { manifests: unknown[] }).manifests, []);
+    assert.ok(!existsSync(join(d, 'a.tar')));
+    assert.equal(ls(tmpdir()).filter((n) => n.startsWith('tsimage-ociarchive-')).length, before);
+    assert.deepEqual(ls(join(d, 'o', 'blobs', 'sha256')).filter((n) => n.startsWith('.tmp')), []);
+  });
+});
