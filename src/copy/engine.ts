@@ -385,6 +385,7 @@ export class CopyEngine {
     setMaxListeners(0, ac.signal);
     const outer = this.io.signal;
     const onAbort = () => ac.abort(outer!.reason);
+    outer?.throwIfAborted();
     outer?.addEventListener('abort', onAbort, { once: true });
     const io: Io = { signal: ac.signal };
     try {
