@@ -152,8 +152,17 @@ export function exportKeyPair(key: KeyObject, password: string | Uint8Array, opt
 
 /** A new ECDSA P-256 key pair in cosign's format. */
 export function generateKeyPair(password: string | Uint8Array, opts: EncryptOptions = {}): KeyPairPem {
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-  return exportKeyPair(privateKey, password, opts);
+  // Ask for the encoded key and re-import it: a KeyObject handed out by key generation shares its lock with the
+  // generation job, and Node 20 can deadlock when that job is collected while asymmetricKeyDetails holds the lock
+  // (seen as a hung test: GetEcKeyDetail -> GC -> ~KeyGenJob -> the same mutex).
+  const { privateKey } = generateKeyPairSync('ec', {
+    namedCurve: 'prime256v1',
+    publicKeyEncoding: { type: 'spki', format: 'der' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'der' },
+  });
+  const key = createPrivateKey({ key: privateKey, format: 'der', type: 'pkcs8' });
+  privateKey.fill(0);
+  return exportKeyPair(key, password, opts);
 }
 
 /** Whether a private key file needs a password (cosign's encrypted formats do). */

@@ -66,8 +66,13 @@ function atomicWrite(path: string, data: string, mode: number): void {
 export function loadOrCreateSigningKey(path: string, create: boolean): KeyObject {
   if (!existsSync(path)) {
     if (!create) throw new UsageError(`token signing key ${path} does not exist`);
-    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-    atomicWrite(path, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 0o600);
+    // encoded by the generation job itself: no KeyObject sharing its lock with the job (see src/copy/sign/keys.ts)
+    const { privateKey } = generateKeyPairSync('ec', {
+      namedCurve: 'prime256v1',
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    });
+    atomicWrite(path, privateKey, 0o600);
   }
   try {
     return createPrivateKey(readFileSync(path));
