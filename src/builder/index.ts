@@ -12,4 +12,3 @@ export { build, findDockerfile, type BuildOptions, type BuildResult } from './bu
 export { commitImage, parseOutput, type OutputSpec, type CommitOptions } from './commit.js';
 export { StageExecutor, type ExecOptions, type StageResult } from './executor.js';
 export { parseMount, runArgv, type MountSpec } from './run-step.js';
-export * from './cache-remote.js';
