@@ -289,7 +289,12 @@ export class OciLayout implements ContentStore {
       ...(o.start !== undefined ? { start: o.start } : {}),
       ...(o.end !== undefined ? { end: o.end } : {}),
     }) as unknown as Readable;
-    if (o.signal) addAbortSignal(o.signal, stream);
+    if (o.signal) {
+      addAbortSignal(o.signal, stream);
+      // An abort before the caller starts reading (e.g. SIGINT between open() and the pipeline) must not become an
+      // unhandled 'error' event that kills the process: pipeline()/for-await still see the error; the fd is closed.
+      stream.on('error', () => {});
+    }
     if (o.onProgress) {
       const cb = o.onProgress;
       stream.on('data', (c: Buffer) => cb(c.length));
