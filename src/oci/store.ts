@@ -23,7 +23,8 @@ import { join, dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable, Writable, addAbortSignal } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import * as lockfile from 'proper-lockfile';
+import { createRequire } from 'node:module';
+import type * as LockfileMod from 'proper-lockfile';
 import {
   digestAlgorithm,
   digestHex,
@@ -154,6 +155,13 @@ async function writeFileAtomic(path: string, bytes: Uint8Array | string, opts: {
 
 /** Serialises index updates of one layout within this process (the file lock covers other processes). */
 const localQueues = new Map<string, Promise<unknown>>();
+
+/**
+ * proper-lockfile (+ graceful-fs, signal-exit) only when a layout is locked: this module is on every command's
+ * import path (the oci barrel) and the ESM import of those CJS files cost ~10-20 ms of start-up.
+ */
+let lockfileMod: typeof LockfileMod | undefined;
+const properLockfile = (): typeof LockfileMod => (lockfileMod ??= createRequire(import.meta.url)('proper-lockfile') as typeof LockfileMod);
 
 async function withLocalQueue<T>(key: string, fn: () => Promise<T>): Promise<T> {
   const prev = localQueues.get(key) ?? Promise.resolve();
@@ -490,7 +498,7 @@ export class OciLayout implements ContentStore {
     return withLocalQueue(this.dir, async () => {
       let release: (() => Promise<void>) | undefined;
       try {
-        release = await lockfile.lock(this.dir, {
+        release = await properLockfile().lock(this.dir, {
           realpath: false,
           lockfilePath: join(this.dir, '.index.json.lock'),
           stale: 10_000,

@@ -16,7 +16,15 @@
  * (SEC1) PEM files, as openssl writes them, are accepted for signing as well.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, scryptSync, type KeyObject } from 'node:crypto';
-import nacl from 'tweetnacl';
+import { createRequire } from 'node:module';
+import type naclType from 'tweetnacl';
+
+/**
+ * tweetnacl only when a key is encrypted or decrypted (required, not imported: every tscopy copy loads this module
+ * through the policy code, and an ESM import of this CJS file cost ~18 ms of start-up per command).
+ */
+let naclMod: typeof naclType | undefined;
+const nacl = (): typeof naclType => (naclMod ??= createRequire(import.meta.url)('tweetnacl') as typeof naclType);
 import { TsimageError, UsageError } from '../../oci/index.js';
 
 export const SIGSTORE_PRIVATE_KEY_PEM = 'ENCRYPTED SIGSTORE PRIVATE KEY';
@@ -62,7 +70,7 @@ export function encryptEnvelope(plaintext: Uint8Array, password: Uint8Array | st
   if (salt.length !== SALT_SIZE) throw new TsimageError(`scrypt salt must be ${SALT_SIZE} bytes`);
   if (nonce.length !== NONCE_SIZE) throw new TsimageError(`secretbox nonce must be ${NONCE_SIZE} bytes`);
   const key = scryptKey(Buffer.from(password), salt, params);
-  const box = nacl.secretbox(plaintext, nonce, key);
+  const box = nacl().secretbox(plaintext, nonce, key);
   key.fill(0);
   // Field order as Go's encoding/json writes the structs (kdf, cipher, ciphertext; N, r, p).
   const env = {
@@ -99,7 +107,7 @@ export function decryptEnvelope(envelope: Uint8Array | string, password: Uint8Ar
   const nonce = Buffer.from(o.cipher.nonce, 'base64');
   if (nonce.length !== NONCE_SIZE) throw new KeyDecryptError('encrypted key: incorrect nonce size');
   const key = scryptKey(Buffer.from(password), salt, params);
-  const out = nacl.secretbox.open(Buffer.from(o.ciphertext, 'base64'), nonce, key);
+  const out = nacl().secretbox.open(Buffer.from(o.ciphertext, 'base64'), nonce, key);
   key.fill(0);
   if (!out) throw new KeyDecryptError('decrypting the private key failed: wrong password?');
   return Buffer.from(out);
