@@ -3,7 +3,7 @@
  * `{{json .X}}`, `{{index .Map "key"}}`, `{{range .List}}...{{.}}...{{end}}`, `{{if .X}}...{{else}}...{{end}}`,
  * and `{{"literal"}}`. Values print as Go prints them (`[a b]`, `map[k:v]`, `<no value>`).
  */
-import { UsageError } from '../oci/index.js';
+import { UsageError } from '../oci/errors.js';
 
 type Node =
   | { t: 'text'; v: string }

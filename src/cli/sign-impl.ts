@@ -2,7 +2,12 @@
 import { writeFile, access, readFile, stat } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { basename } from 'node:path';
-import { UsageError, OciLayout, digestOf, isIndexType, type Digest, type ImageReference, type Descriptor } from '../oci/index.js';
+import { UsageError } from '../oci/errors.js';
+import { OciLayout } from '../oci/store.js';
+import { digestOf, type Digest } from '../oci/digest.js';
+import { isIndexType } from '../oci/mediatypes.js';
+import { type ImageReference } from '../oci/reference.js';
+import { type Descriptor } from '../oci/manifest.js';
 import {
   attachArtifact,
   generateKeyPair,

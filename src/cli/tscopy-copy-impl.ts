@@ -1,23 +1,13 @@
 /** Implementations of tscopy copy and inspect (loaded lazily by tscopy-copy.ts). */
 import { setMaxListeners } from 'node:events';
 import { writeFile } from 'node:fs/promises';
-import {
-  hostPlatform,
-  isIndexType,
-  MAX_MANIFEST_SIZE,
-  normalizePlatform,
-  OciError,
-  parseConfig,
-  parseManifest,
-  parsePlatform,
-  parseReference,
-  readAll,
-  selectPlatform,
-  formatPlatform,
-  UsageError,
-  verifying,
-  type Platform,
-} from '../oci/index.js';
+import { hostPlatform, normalizePlatform, parsePlatform, selectPlatform, formatPlatform } from '../oci/platform.js';
+import { isIndexType } from '../oci/mediatypes.js';
+import { MAX_MANIFEST_SIZE, readAll } from '../oci/io.js';
+import { OciError, UsageError } from '../oci/errors.js';
+import { parseConfig, parseManifest, type Platform } from '../oci/manifest.js';
+import { parseReference } from '../oci/reference.js';
+import { verifying } from '../oci/digest.js';
 import { copyImage, type CopyOptions, type CopyResult } from '../copy/engine.js';
 import { cliReporter, humanBytes } from '../copy/progress.js';
 import { goJson, dockerConfigToOci } from '../copy/convert.js';

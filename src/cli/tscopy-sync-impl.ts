@@ -1,6 +1,6 @@
 /** tscopy sync (loaded lazily by tscopy-copy.ts). */
 import { setMaxListeners } from 'node:events';
-import { TsimageError, UsageError } from '../oci/index.js';
+import { TsimageError, UsageError } from '../oci/errors.js';
 import { sync } from '../copy/sync.js';
 import { cliReporter } from '../copy/progress.js';
 import type { CopyOptions } from '../copy/engine.js';

@@ -3,17 +3,9 @@
  * producing the bytes containers/image produces: Go struct field order, Go's JSON escaping, omitempty.
  * Only used when something changes; a manifest that is only moved is never re-serialised.
  */
-import {
-  layerCompression,
-  MediaTypes,
-  UsageError,
-  type Compression,
-  type Descriptor,
-  type ImageIndex,
-  type ImageManifest,
-  type MediaType,
-  type Platform,
-} from '../oci/index.js';
+import { layerCompression, MediaTypes, type Compression, type MediaType } from '../oci/mediatypes.js';
+import { UsageError } from '../oci/errors.js';
+import { type Descriptor, type ImageIndex, type ImageManifest, type Platform } from '../oci/manifest.js';
 
 export type ManifestFormat = 'oci' | 'docker';
 

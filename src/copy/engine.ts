@@ -19,34 +19,14 @@ import { setMaxListeners } from 'node:events';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import fastq from 'fastq';
-import {
-  compressStream,
-  decompressStream,
-  digestOf,
-  hostPlatform,
-  formatPlatform,
-  isIndexType,
-  isManifestType,
-  MAX_MANIFEST_SIZE,
-  MediaTypes,
-  OciError,
-  parseConfig,
-  parseManifest,
-  parseReference,
-  readAll,
-  selectPlatform,
-  TsimageError,
-  UsageError,
-  verifying,
-  type Compression,
-  type Descriptor,
-  type Digest,
-  type ImageIndex,
-  type ImageManifest,
-  type Io,
-  type MediaType,
-  type Platform,
-} from '../oci/index.js';
+import { compressStream, decompressStream } from '../oci/compress.js';
+import { digestOf, verifying, type Digest } from '../oci/digest.js';
+import { hostPlatform, formatPlatform, selectPlatform } from '../oci/platform.js';
+import { isIndexType, isManifestType, MediaTypes, type Compression, type MediaType } from '../oci/mediatypes.js';
+import { MAX_MANIFEST_SIZE, readAll, type Io } from '../oci/io.js';
+import { OciError, TsimageError, UsageError } from '../oci/errors.js';
+import { parseConfig, parseManifest, type Descriptor, type ImageIndex, type ImageManifest, type Platform } from '../oci/manifest.js';
+import { parseReference } from '../oci/reference.js';
 import type { ImageDestination, ImageSource, ManifestBytes } from './types.js';
 import {
   dockerConfigToOci,

@@ -13,13 +13,15 @@ import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { KeyObject } from 'node:crypto';
-import { TsimageError, UsageError, type Digest, type ImageReference } from '../oci/index.js';
+import { TsimageError, UsageError } from '../oci/errors.js';
+import { type Digest } from '../oci/digest.js';
+import { type ImageReference } from '../oci/reference.js';
 import { loadPublicKey } from './sign/keys.js';
 import { checkCandidate, normalizedNamed, parseSignedIdentity, type SignatureCandidate, type SignedIdentity } from './sign/verify.js';
 import { findSignatures } from './sign/attachments.js';
 import { layoutOf, sourceRepo } from './sign/repo.js';
 import type { ImageName, ImageSource, ManifestBytes } from './types.js';
-import type { Io } from '../oci/index.js';
+import type { Io } from '../oci/io.js';
 
 export const SYSTEM_POLICY_PATH = '/etc/containers/policy.json';
 

@@ -5,7 +5,7 @@
  */
 import type { Writable } from 'node:stream';
 import { createRequire } from 'node:module';
-import type { Descriptor } from '../oci/index.js';
+import type { Descriptor } from '../oci/manifest.js';
 
 export type BlobOutcome = 'copied' | 'skipped' | 'mounted';
 

@@ -16,20 +16,13 @@ import * as fsp from 'node:fs/promises';
 import { basename, join, posix, relative } from 'node:path';
 import fastq from 'fastq';
 import YAML from 'yaml';
-import {
-  digestOf,
-  hostPlatform,
-  isDigest,
-  isIndexType,
-  parseManifest,
-  parseReference,
-  selectPlatform,
-  TsimageError,
-  UsageError,
-  type Digest,
-  type Io,
-  type Platform,
-} from '../oci/index.js';
+import { digestOf, isDigest, type Digest } from '../oci/digest.js';
+import { hostPlatform, selectPlatform } from '../oci/platform.js';
+import { isIndexType } from '../oci/mediatypes.js';
+import { parseManifest, type Platform } from '../oci/manifest.js';
+import { parseReference } from '../oci/reference.js';
+import { TsimageError, UsageError } from '../oci/errors.js';
+import { type Io } from '../oci/io.js';
 import type { ImageName, OpenOptions } from './types.js';
 import { openDestination, openSource, parseImageName } from './transports/index.js';
 import type { CopyResult } from './engine.js';

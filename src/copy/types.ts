@@ -8,7 +8,10 @@
  * data visible. Nothing is visible at the destination under a tag before putManifest of the top manifest.
  */
 import type { Readable } from 'node:stream';
-import type { Descriptor, Digest, Io, MediaType } from '../oci/index.js';
+import type { Descriptor } from '../oci/manifest.js';
+import type { Digest } from '../oci/digest.js';
+import type { Io } from '../oci/io.js';
+import type { MediaType } from '../oci/mediatypes.js';
 
 /** A parsed `transport:rest` image name. `transport` is the table key (docker, oci, oci-archive, docker-archive, dir, tsbuild). */
 export interface ImageName {

@@ -13,7 +13,11 @@
  */
 import { Readable } from 'node:stream';
 import type { KeyObject } from 'node:crypto';
-import { digestOf, EMPTY_DESCRIPTOR, isDigest, MediaTypes, TsimageError, verifying, type Descriptor, type Digest, type Io } from '../../oci/index.js';
+import { digestOf, isDigest, verifying, type Digest } from '../../oci/digest.js';
+import { EMPTY_DESCRIPTOR, type Descriptor } from '../../oci/manifest.js';
+import { MediaTypes } from '../../oci/mediatypes.js';
+import { TsimageError } from '../../oci/errors.js';
+import { type Io } from '../../oci/io.js';
 import type { ManifestBytes } from '../types.js';
 import { COSIGN_SIG_ARTIFACT_TYPE, makePayload, SIGNATURE_ANNOTATION, signPayload, SIMPLE_SIGNING_MEDIA_TYPE } from './payload.js';
 import type { SignatureCandidate } from './verify.js';

@@ -4,7 +4,9 @@
  * against the image, and the signed identity against the image's reference.
  */
 import type { KeyObject } from 'node:crypto';
-import type { Digest, ImageReference, Io } from '../../oci/index.js';
+import type { Digest } from '../../oci/digest.js';
+import type { ImageReference } from '../../oci/reference.js';
+import type { Io } from '../../oci/io.js';
 import { findSignatures } from './attachments.js';
 import type { ArtifactRepo } from './repo.js';
 import { checkCandidate, normalizedNamed, type CandidateResult } from './verify.js';

@@ -8,7 +8,10 @@
  * The hooks take a small structural context so the engine's own context type fits it.
  */
 import type { KeyObject } from 'node:crypto';
-import { isDigest, isIndexType, UsageError, type Digest, type Io } from '../../oci/index.js';
+import { isDigest, type Digest } from '../../oci/digest.js';
+import { isIndexType } from '../../oci/mediatypes.js';
+import { UsageError } from '../../oci/errors.js';
+import { type Io } from '../../oci/io.js';
 import type { ImageDestination, ImageSource, ManifestBytes } from '../types.js';
 import { enforcePolicy, type Policy, type PolicyDecision } from '../policy.js';
 import { carryAttachments, listReferrers, signatureTag, signImage, type CarryResult, type SignResult } from './attachments.js';

@@ -25,7 +25,7 @@ import type naclType from 'tweetnacl';
  */
 let naclMod: typeof naclType | undefined;
 const nacl = (): typeof naclType => (naclMod ??= createRequire(import.meta.url)('tweetnacl') as typeof naclType);
-import { TsimageError, UsageError } from '../../oci/index.js';
+import { TsimageError, UsageError } from '../../oci/errors.js';
 
 export const SIGSTORE_PRIVATE_KEY_PEM = 'ENCRYPTED SIGSTORE PRIVATE KEY';
 export const COSIGN_PRIVATE_KEY_PEM = 'ENCRYPTED COSIGN PRIVATE KEY';

@@ -4,7 +4,7 @@
  * otherwise standard input (piped). One trailing newline is removed from files and pipes.
  */
 import { readFile } from 'node:fs/promises';
-import { TsimageError, UsageError } from '../../oci/index.js';
+import { TsimageError, UsageError } from '../../oci/errors.js';
 
 export const PASSWORD_ENV = 'COSIGN_PASSWORD';
 

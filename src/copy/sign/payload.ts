@@ -9,7 +9,8 @@
  * never on a re-serialisation.
  */
 import { sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import { isDigest, TsimageError, type Digest } from '../../oci/index.js';
+import { isDigest, type Digest } from '../../oci/digest.js';
+import { TsimageError } from '../../oci/errors.js';
 
 export const COSIGN_SIGNATURE_TYPE = 'cosign container image signature';
 export const SIMPLE_SIGNING_MEDIA_TYPE = 'application/vnd.dev.cosign.simplesigning.v1+json';

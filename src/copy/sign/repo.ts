@@ -7,21 +7,12 @@
  * (the registry client's manifestByRef/referrers, the destination's putBlob/putManifest).
  */
 import type { Readable } from 'node:stream';
-import {
-  digestOf,
-  isIndexType,
-  isManifestType,
-  MediaTypes,
-  readAll,
-  verifying,
-  MAX_MANIFEST_SIZE,
-  guessManifestType,
-  type Descriptor,
-  type Digest,
-  type Io,
-  OciLayout,
-} from '../../oci/index.js';
-import { UsageError } from '../../oci/index.js';
+import { digestOf, verifying, type Digest } from '../../oci/digest.js';
+import { isIndexType, isManifestType, MediaTypes, guessManifestType } from '../../oci/mediatypes.js';
+import { readAll, MAX_MANIFEST_SIZE, type Io } from '../../oci/io.js';
+import { type Descriptor } from '../../oci/manifest.js';
+import { OciLayout } from '../../oci/store.js';
+import { UsageError } from '../../oci/errors.js';
 import type { ImageDestination, ImageSource, ManifestBytes } from '../types.js';
 
 export interface ArtifactRepo {

@@ -4,7 +4,9 @@
  * what the caller expects. Shared by `tscopy verify` and policy.json's sigstoreSigned.
  */
 import type { KeyObject } from 'node:crypto';
-import { parseReference, UsageError, type Digest, type ImageReference } from '../../oci/index.js';
+import { parseReference, type ImageReference } from '../../oci/reference.js';
+import { UsageError } from '../../oci/errors.js';
+import { type Digest } from '../../oci/digest.js';
 import { parsePayload, verifyPayloadSignature, SignatureError, type Payload } from './payload.js';
 
 /** A signature as found in a registry (a layer of a `.sig` manifest or of a referrer). */

@@ -5,20 +5,11 @@ import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import {
-  digestOf,
-  guessManifestType,
-  isIndexType,
-  isManifestType,
-  isSchema1Type,
-  parseDigest,
-  OciError,
-  UsageError,
-  verifying,
-  type Descriptor,
-  type Digest,
-  type Io,
-} from '../../oci/index.js';
+import { digestOf, parseDigest, verifying, type Digest } from '../../oci/digest.js';
+import { guessManifestType, isIndexType, isManifestType, isSchema1Type } from '../../oci/mediatypes.js';
+import { OciError, UsageError } from '../../oci/errors.js';
+import { type Descriptor } from '../../oci/manifest.js';
+import { type Io } from '../../oci/io.js';
 import type { ImageName, ManifestBytes } from '../types.js';
 
 /** A transport:rest name with a policy identity and namespaces (containers/image's ImageReference essentials). */

@@ -8,19 +8,11 @@ import * as fsp from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import {
-  digestAlgorithm,
-  digestHex,
-  MAX_MANIFEST_SIZE,
-  MediaTypes,
-  OciError,
-  readAll,
-  TsimageError,
-  UsageError,
-  type Descriptor,
-  type Digest,
-  type Io,
-} from '../../oci/index.js';
+import { digestAlgorithm, digestHex, type Digest } from '../../oci/digest.js';
+import { MAX_MANIFEST_SIZE, readAll, type Io } from '../../oci/io.js';
+import { MediaTypes } from '../../oci/mediatypes.js';
+import { OciError, TsimageError, UsageError } from '../../oci/errors.js';
+import { type Descriptor } from '../../oci/manifest.js';
 import type { PutBlobInfo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, ReuseResult, Transport } from '../types.js';
 import { explicitPath, LocalName, manifestBytes, pathNamespaces, writeBlobFile } from './common.js';
 

@@ -6,26 +6,13 @@
  */
 import * as fsp from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import {
-  DockerArchiveReader,
-  DockerArchiveWriter,
-  dockerRepoTag,
-  isIndexType,
-  isLayerType,
-  MAX_MANIFEST_SIZE,
-  MediaTypes,
-  OciError,
-  parseConfig,
-  parseManifest,
-  parseReference,
-  readAll,
-  TsimageError,
-  UsageError,
-  verifying,
-  type Descriptor,
-  type Digest,
-  type Io,
-} from '../../oci/index.js';
+import { DockerArchiveReader, DockerArchiveWriter, dockerRepoTag } from '../../oci/archive.js';
+import { isIndexType, isLayerType, MediaTypes } from '../../oci/mediatypes.js';
+import { MAX_MANIFEST_SIZE, readAll, type Io } from '../../oci/io.js';
+import { OciError, TsimageError, UsageError } from '../../oci/errors.js';
+import { parseConfig, parseManifest, type Descriptor } from '../../oci/manifest.js';
+import { parseReference } from '../../oci/reference.js';
+import { verifying, type Digest } from '../../oci/digest.js';
 import type { PutBlobInfo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, ReuseResult, Transport } from '../types.js';
 import { explicitPath, LocalName, pathNamespaces } from './common.js';
 

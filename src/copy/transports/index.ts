@@ -3,20 +3,21 @@
  * split at the first ':' (`docker://x` is `docker` + `//x`). The docker transport (registry client, undici)
  * is loaded only when a docker: name is used, so local copies and `--help` stay lean.
  */
-import { UsageError } from '../../oci/index.js';
+import { UsageError } from '../../oci/errors.js';
 import type { ImageDestination, ImageName, ImageSource, OpenOptions, Transport } from '../types.js';
-import { dirTransport } from './dir.js';
-import { dockerArchiveTransport } from './docker-archive.js';
-import { ociArchiveTransport } from './oci-archive.js';
-import { ociTransport } from './oci.js';
-import { tsbuildTransport } from './tsbuild.js';
 
-const local: Transport[] = [ociTransport, ociArchiveTransport, dockerArchiveTransport, dirTransport, tsbuildTransport];
-const table = new Map<string, Transport | (() => Promise<Transport>)>();
-for (const t of local) {
-  if (table.has(t.name)) throw new Error(`duplicate transport ${t.name}`);
-  table.set(t.name, t);
-}
+/**
+ * Every transport is loaded on first use (the local ones pull in the layout store, tar and archive code, the docker
+ * one the registry client): a docker:// copy loads no archive code and an oci: copy no undici. The key order is the
+ * order names are listed in errors.
+ */
+const table = new Map<string, Transport | (() => Promise<Transport>)>([
+  ['oci', async () => (await import('./oci.js')).ociTransport],
+  ['oci-archive', async () => (await import('./oci-archive.js')).ociArchiveTransport],
+  ['docker-archive', async () => (await import('./docker-archive.js')).dockerArchiveTransport],
+  ['dir', async () => (await import('./dir.js')).dirTransport],
+  ['tsbuild', async () => (await import('./tsbuild.js')).tsbuildTransport],
+]);
 let dockerLoaded = false;
 table.set('docker', async () => {
   const t = (await import('./docker.js')).dockerTransport;
@@ -31,7 +32,7 @@ export async function closeTransports(): Promise<void> {
   await closeRegistryClients();
 }
 /** tsbuild's store under the name of the toolchain (paths.ts calls it `tsimage:`). */
-table.set('tsimage', tsbuildTransport);
+table.set('tsimage', async () => (await import('./tsbuild.js')).tsbuildTransport);
 
 export function transportNames(): string[] {
   return [...table.keys()];
@@ -43,6 +44,7 @@ export async function getTransport(name: string): Promise<Transport> {
   if (!t) throw new UsageError(`unknown transport ${JSON.stringify(name)} (known: ${[...table.keys()].join(', ')})`);
   if (typeof t === 'function') {
     const loaded = await t();
+    if (loaded.name !== name && !(name === 'tsimage' && loaded.name === 'tsbuild')) throw new Error(`transport table: ${name} loaded ${loaded.name}`);
     table.set(name, loaded);
     return loaded;
   }
@@ -68,4 +70,3 @@ export async function openDestination(name: ImageName, opts?: OpenOptions): Prom
   return (await getTransport(name.transport === 'tsimage' ? 'tsbuild' : name.transport)).destination(name, opts);
 }
 
-export { ociTransport, ociArchiveTransport, dockerArchiveTransport, dirTransport, tsbuildTransport };

@@ -7,16 +7,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import {
-  exportOciArchive,
-  OciArchiveReader,
-  OciError,
-  OciLayout,
-  UsageError,
-  type Descriptor,
-  type Digest,
-  type Io,
-} from '../../oci/index.js';
+import { exportOciArchive, OciArchiveReader } from '../../oci/archive.js';
+import { OciError, UsageError } from '../../oci/errors.js';
+import { OciLayout } from '../../oci/store.js';
+import { type Descriptor } from '../../oci/manifest.js';
+import { type Digest } from '../../oci/digest.js';
+import { type Io } from '../../oci/io.js';
 import type { ImageName, ImageSource, ManifestBytes, Transport } from '../types.js';
 import { digestRef, manifestBytes } from './common.js';
 import { LAYOUT_CAPS, LayoutDestination, parseOciName, type OciName } from './oci.js';

@@ -4,17 +4,12 @@
  * layout's only image and the destination adds an unnamed index.json entry.
  */
 import type { Readable } from 'node:stream';
-import {
-  MediaTypes,
-  REF_NAME_ANNOTATION,
-  OciError,
-  OciLayout,
-  UsageError,
-  validateRefName,
-  type Descriptor,
-  type Digest,
-  type Io,
-} from '../../oci/index.js';
+import { MediaTypes } from '../../oci/mediatypes.js';
+import { REF_NAME_ANNOTATION, OciLayout, validateRefName } from '../../oci/store.js';
+import { OciError, UsageError } from '../../oci/errors.js';
+import { type Descriptor } from '../../oci/manifest.js';
+import { type Digest } from '../../oci/digest.js';
+import { type Io } from '../../oci/io.js';
 import type {
   PutBlobInfo,
   DestinationCaps,

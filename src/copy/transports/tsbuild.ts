@@ -5,7 +5,10 @@
  * `docker.io/library/app:latest`, and writes `localhost/app:latest`. `tsbuild:@sha256:...` (or a bare digest)
  * names a stored manifest by digest.
  */
-import { familiarName, imageStoreDir, OciLayout, parseReference, UsageError } from '../../oci/index.js';
+import { familiarName, parseReference } from '../../oci/reference.js';
+import { imageStoreDir } from '../../oci/paths.js';
+import { OciLayout } from '../../oci/store.js';
+import { UsageError } from '../../oci/errors.js';
 import type { ImageName, Transport } from '../types.js';
 import { digestRef, LocalName } from './common.js';
 import { LayoutDestination, LayoutSource } from './oci.js';
