@@ -5,7 +5,7 @@
  * than the grace period and re-scans manifests written while it ran; scrub only renames
  * corrupt blobs away. Imports only the storage side (no hono, no auth).
  */
-import { loadConfig, parseDuration } from '../registry/config.js';
+import { formatBytes as human, loadConfig, parseDuration } from '../registry/config.js';
 import { FilesystemDriver } from '../registry/driver-fs.js';
 import { RegistryStore } from '../registry/store.js';
 import { collectGarbage, type GcReport } from '../registry/gc.js';
@@ -27,17 +27,6 @@ async function openStore(opts: AdminOpts): Promise<{ store: RegistryStore; confi
   const driver = new FilesystemDriver(config.storage.root, { fsync: config.storage.fsync });
   // no lookup caches: another process (the server) may change the store while we run
   return { store: new RegistryStore(driver, { cacheTtlMs: 0, deleteEnabled: true }), config };
-}
-
-function human(n: number): string {
-  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < u.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i ? v.toFixed(1) : v} ${u[i]}`;
 }
 
 export async function gc(

@@ -137,6 +137,18 @@ export function parseSize(v: unknown): number {
   return Math.round(Number(m[1]) * unit);
 }
 
+/** Bytes for people: "512 B", "1.5 MiB" (binary units, one decimal). */
+export function formatBytes(n: number): string {
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < u.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i ? v.toFixed(1) : v} ${u[i]}`;
+}
+
 /** "HOST:PORT", ":PORT" (all interfaces), "[::1]:PORT". */
 export function parseAddr(v: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(v.trim());

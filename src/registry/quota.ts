@@ -14,6 +14,8 @@
  */
 import { OciError, UsageError } from '../oci/index.js';
 import { globToRegExp } from './auth/access.js';
+import { formatBytes as fmtBytes } from './config.js';
+import { ruleList } from './rules.js';
 import type { RegistryStore } from './store.js';
 import type { RegistryEvent, StoreHooks } from './hooks.js';
 
@@ -23,13 +25,7 @@ export interface QuotaRule {
 }
 
 export function validateQuota(raw: unknown, parseSize: (v: unknown) => number, at = 'quota'): QuotaRule[] {
-  if (raw === undefined || raw === null) return [];
-  if (!Array.isArray(raw)) throw new UsageError(`${at}: expected a list of rules`);
-  return raw.map((r: unknown, i) => {
-    const p = `${at}[${i}]`;
-    if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new UsageError(`${p}: expected a mapping`);
-    const o = r as Record<string, unknown>;
-    for (const k of Object.keys(o)) if (!['repos', 'maxBytes'].includes(k)) throw new UsageError(`${p}.${k}: unknown key (known: repos, maxBytes)`);
+  return ruleList(raw, at, 'rules', ['repos', 'maxBytes'], (o, p) => {
     if (!Array.isArray(o.repos) || !o.repos.length || o.repos.some((x) => typeof x !== 'string')) throw new UsageError(`${p}.repos: expected a non-empty list of globs`);
     let maxBytes: number;
     try {
@@ -39,17 +35,6 @@ export function validateQuota(raw: unknown, parseSize: (v: unknown) => number, a
     }
     return { repos: o.repos as string[], maxBytes };
   });
-}
-
-function fmtBytes(n: number): string {
-  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < u.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i ? v.toFixed(1) : v} ${u[i]}`;
 }
 
 export class Quotas {

@@ -20,6 +20,7 @@
  */
 import { OciError, UsageError, type Digest } from '../oci/index.js';
 import { globToRegExp } from './auth/access.js';
+import { ruleList } from './rules.js';
 import type { RegistryStore } from './store.js';
 import type { StoreHooks } from './hooks.js';
 import * as P from './paths.js';
@@ -45,13 +46,7 @@ function strList(v: unknown, at: string): string[] {
 }
 
 export function validateRetention(raw: unknown, parseDuration: (v: unknown) => number, at = 'retention'): RetentionPolicy[] {
-  if (raw === undefined || raw === null) return [];
-  if (!Array.isArray(raw)) throw new UsageError(`${at}: expected a list of policies`);
-  return raw.map((r: unknown, i) => {
-    const p = `${at}[${i}]`;
-    if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new UsageError(`${p}: expected a mapping`);
-    const o = r as Record<string, unknown>;
-    for (const k of Object.keys(o)) if (!['repos', 'keepLast', 'olderThan', 'keep'].includes(k)) throw new UsageError(`${p}.${k}: unknown key (known: repos, keepLast, olderThan, keep)`);
+  return ruleList(raw, at, 'policies', ['repos', 'keepLast', 'olderThan', 'keep'], (o, p) => {
     const out: RetentionPolicy = { repos: strList(o.repos, `${p}.repos`) };
     if (o.keepLast !== undefined) {
       if (typeof o.keepLast !== 'number' || !Number.isInteger(o.keepLast) || o.keepLast < 0) throw new UsageError(`${p}.keepLast: expected a whole number >= 0`);
@@ -71,15 +66,7 @@ export function validateRetention(raw: unknown, parseDuration: (v: unknown) => n
 }
 
 export function validateImmutable(raw: unknown, at = 'immutable'): ImmutableRule[] {
-  if (raw === undefined || raw === null) return [];
-  if (!Array.isArray(raw)) throw new UsageError(`${at}: expected a list of rules`);
-  return raw.map((r: unknown, i) => {
-    const p = `${at}[${i}]`;
-    if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new UsageError(`${p}: expected a mapping`);
-    const o = r as Record<string, unknown>;
-    for (const k of Object.keys(o)) if (!['repos', 'tags'].includes(k)) throw new UsageError(`${p}.${k}: unknown key (known: repos, tags)`);
-    return { repos: strList(o.repos, `${p}.repos`), tags: strList(o.tags, `${p}.tags`) };
-  });
+  return ruleList(raw, at, 'rules', ['repos', 'tags'], (o, p) => ({ repos: strList(o.repos, `${p}.repos`), tags: strList(o.tags, `${p}.tags`) }));
 }
 
 export class TagImmutability {
