@@ -394,6 +394,21 @@ export function headerFromStats(name: string, st: Stats, linkTarget?: string): T
   return undefined; // sockets: not representable in tar (GNU tar: "socket ignored")
 }
 
+/**
+ * The tar entry for a walked non-directory `h` (from headerFromStats) at `abs`: a hard link to
+ * the first archive path seen with the same inode (`links`: "dev:ino" -> first path, updated
+ * here), else the file with its content path, else the header alone.
+ */
+export function fileEntry(h: TarHeader, st: Stats, abs: string, links: Map<string, string>): TarEntry {
+  if (st.nlink > 1) {
+    const key = `${st.dev}:${st.ino}`;
+    const first = links.get(key);
+    if (first !== undefined) return { header: { ...h, type: 'link', linkname: first, size: 0 } };
+    links.set(key, h.name);
+  }
+  return h.type === 'file' ? { header: h, path: abs } : { header: h };
+}
+
 function byteCompare(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
@@ -431,18 +446,10 @@ function* walkEntries(dir: string, o: PackDirectoryOptions): Generator<TarEntry>
       const x = readXattrs(abs);
       if (x.size) h.xattrs = x;
     }
-    if (!st.isDirectory() && st.nlink > 1) {
-      const key = `${st.dev}:${st.ino}`;
-      const first = links.get(key);
-      if (first !== undefined) {
-        yield { header: { ...h, type: 'link', linkname: first, size: 0 } };
-        continue;
-      }
-      links.set(key, name);
-    }
-    if (h.type === 'file') yield { header: h, path: abs };
-    else yield { header: h };
-    if (st.isDirectory()) frames.push({ rel, names: readdirSync(abs).sort(byteCompare), i: 0 });
+    if (st.isDirectory()) {
+      yield { header: h };
+      frames.push({ rel, names: readdirSync(abs).sort(byteCompare), i: 0 });
+    } else yield fileEntry(h, st, abs, links);
   }
 }
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 // specific modules, not the barrel: keeps the CLIs' start lean (no archive/store/manifest code)
 import { TsimageError } from '../oci/errors.js';
-import { headerFromStats, packEntries, type TarEntry } from '../oci/tar.js';
+import { fileEntry, headerFromStats, packEntries, type TarEntry } from '../oci/tar.js';
 import { getXattr, readXattrs } from '../oci/xattr.js';
 
 export type DiffOptions = {
@@ -70,17 +70,7 @@ export function* overlayChanges(upper: string, o: DiffOptions = {}): Generator<T
     }
     if (st.isFile() && getXattr(abs, 'trusted.overlay.metacopy') !== undefined)
       throw new TsimageError(`${rel}: metadata-only copy-up (overlay metacopy) cannot be diffed; mount with metacopy=off`);
-    if (st.nlink > 1) {
-      const key = `${st.dev}:${st.ino}`;
-      const first = links.get(key);
-      if (first !== undefined) {
-        yield { header: { ...h, type: 'link', linkname: first, size: 0 } };
-        continue;
-      }
-      links.set(key, rel);
-    }
-    if (h.type === 'file') yield { header: h, path: abs };
-    else yield { header: h };
+    yield fileEntry(h, st, abs, links);
   }
 }
 

@@ -31,7 +31,7 @@ import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { TsimageError, UsageError } from '../oci/errors.js';
 import { extractLayer } from '../oci/extract.js';
-import { headerFromStats, packEntries, type TarEntry } from '../oci/tar.js';
+import { fileEntry, headerFromStats, packEntries, type TarEntry } from '../oci/tar.js';
 import { getXattr, readXattrs, setXattr } from '../oci/xattr.js';
 import type { DiffOptions } from './diff.js';
 import { BaseSnapshotter } from './snapshotter.js';
@@ -205,16 +205,7 @@ export function* vfsChanges(root: string, lower: Record<string, Sig>): Generator
         yield* emit(r);
         continue;
       }
-      if (st.nlink > 1) {
-        const key = `${st.dev}:${st.ino}`;
-        const first = links.get(key);
-        if (first !== undefined) {
-          yield { header: { ...h, type: 'link', linkname: first, size: 0 } };
-          continue;
-        }
-        links.set(key, r);
-      }
-      yield h.type === 'file' ? { header: h, path: abs } : { header: h };
+      yield fileEntry(h, st, abs, links);
     }
   }
   yield* emit('');
