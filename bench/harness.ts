@@ -9,8 +9,9 @@
  *
  * A side may be a command (argv, run with spawnSync) or an async function.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 export type Side = {
   label: string;
@@ -110,4 +111,22 @@ export function peersDir(): string {
     if (parent === dir || parent === '/') throw new Error('cannot find ../shared/peers (make-base.sh, gen-context.sh) above the checkout');
     dir = parent;
   }
+}
+
+/** A containers-storage.conf in `dir` (overlay driver, graph and run roots under `dir`) and the env that makes buildah/podman use it. */
+export function peerStorageEnv(dir: string): NodeJS.ProcessEnv {
+  const conf = join(dir, 'storage.conf');
+  writeFileSync(conf, `[storage]\ndriver = "overlay"\ngraphroot = "${dir}/graph"\nrunroot = "${dir}/run"\n`);
+  return { ...process.env, CONTAINERS_STORAGE_CONF: conf };
+}
+
+/** Lazily unmount every mount below `dir` (the last mounted first), then remove `dir`. */
+export function unmountAndRemove(dir: string): void {
+  const left = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((p) => p.startsWith(dir))
+    .reverse();
+  for (const p of left) execFileSync('umount', ['-l', p]);
+  rmSync(dir, { recursive: true, force: true });
 }

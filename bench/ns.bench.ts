@@ -10,12 +10,12 @@
  * dir (overlay driver), removed afterwards. Goal (issue 8): ours <= 0.5x.
  *   node dist/bench/ns.bench.js      (RUNS=10 WARMUP=2)
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { benchPair, summary, type PairResult } from './harness.js';
+import { benchPair, summary, type PairResult, peerStorageEnv, unmountAndRemove } from './harness.js';
 import { OciLayout, buildBusyboxBase, parseManifest, parseConfig, type ImageManifest } from '../src/oci/index.js';
 import { openSnapshotter } from '../src/overlay/index.js';
 import { BuiltinRunner } from '../src/ns/index.js';
@@ -28,9 +28,7 @@ mkdirSync(dir);
 const sh = (cmd: string, args: string[], env?: NodeJS.ProcessEnv) =>
   execFileSync(cmd, args, { cwd: dir, env: env ?? process.env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
 
-const conf = join(dir, 'storage.conf');
-writeFileSync(conf, `[storage]\ndriver = "overlay"\ngraphroot = "${dir}/graph"\nrunroot = "${dir}/run"\n`);
-const env = { ...process.env, CONTAINERS_STORAGE_CONF: conf };
+const env = peerStorageEnv(dir);
 let ctr = '';
 const snapRoot = join(dir, 'snap');
 let snapClose: (() => Promise<void>) | undefined;
@@ -44,13 +42,7 @@ function cleanup(): void {
   } catch (e) {
     console.error(`cleanup: ${(e as Error).message}`);
   }
-  const left = readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4] ?? '')
-    .filter((p) => p.startsWith(dir))
-    .reverse();
-  for (const p of left) execFileSync('umount', ['-l', p]);
-  rmSync(dir, { recursive: true, force: true });
+  unmountAndRemove(dir);
 }
 
 try {

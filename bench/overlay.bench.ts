@@ -8,11 +8,11 @@
  * The files are copied in before each timed run (untimed), both sides from the page cache.
  *   node dist/bench/overlay.bench.js      (RUNS=3 WARMUP=1)
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync, createReadStream } from 'node:fs';
+import { mkdirSync, rmSync, createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { benchPair, peersDir, summary } from './harness.js';
+import { benchPair, peersDir, summary, peerStorageEnv, unmountAndRemove } from './harness.js';
 import { MediaTypes, OciLayout, buildBusyboxBase, parseConfig, parseManifest, type ImageManifest, type Digest } from '../src/oci/index.js';
 import { openSnapshotter, type Snapshotter } from '../src/overlay/index.js';
 
@@ -24,9 +24,7 @@ const dir = join(tmpdir(), `tsimage-bench-ovl-${process.pid}-${Date.now().toStri
 mkdirSync(dir);
 const sh = (cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env) =>
   execFileSync(cmd, args, { cwd: dir, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20 }).trim();
-const conf = join(dir, 'storage.conf');
-writeFileSync(conf, `[storage]\ndriver = "overlay"\ngraphroot = "${dir}/graph"\nrunroot = "${dir}/run"\n`);
-const env = { ...process.env, CONTAINERS_STORAGE_CONF: conf };
+const env = peerStorageEnv(dir);
 let snap: Snapshotter | undefined;
 let ctr = '';
 
@@ -38,13 +36,7 @@ function cleanup(): void {
   } catch (e) {
     console.error(`cleanup: ${(e as Error).message}`);
   }
-  const left = readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4] ?? '')
-    .filter((p) => p.startsWith(dir))
-    .reverse();
-  for (const p of left) execFileSync('umount', ['-l', p]);
-  rmSync(dir, { recursive: true, force: true });
+  unmountAndRemove(dir);
 }
 
 try {
