@@ -1,5 +1,6 @@
 /** Shared test helpers: temp dirs that clean themselves up, tool checks, process helpers. */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -27,6 +28,21 @@ export function tempDir(t: TestContext | { after(fn: () => void): void }, label 
 }
 
 /** Fail (never skip) when an oracle tool is missing: interop tests must not pass silently. */
+/** Every file under dir (relative path -> sha256), to assert that a failure changed nothing. */
+export function fileHashes(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string, rel: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) walk(p, r);
+      else out[r] = createHash('sha256').update(readFileSync(p)).digest('hex');
+    }
+  };
+  walk(dir, '');
+  return out;
+}
+
 export function requireTool(name: string): string {
   const r = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`required tool ${name} is not installed (run: sh scripts/install-test-deps.sh)`);

@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { tempDir } from '../helpers.js';
+import { fileHashes, tempDir } from '../helpers.js';
 import { baseLayoutCopy, baseLayout } from '../fixtures/base.js';
 import {
   OciLayout,
@@ -34,20 +34,6 @@ import {
 
 function sha(b: Uint8Array): Digest {
   return `sha256:${createHash('sha256').update(b).digest('hex')}` as Digest;
-}
-
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string, rel: string): void => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory()) walk(p, r);
-      else out[r] = createHash('sha256').update(readFileSync(p)).digest('hex');
-    }
-  };
-  walk(dir, '');
-  return out;
 }
 
 async function blobSet(l: OciLayout): Promise<string[]> {
@@ -93,7 +79,7 @@ describe('OCI archive', () => {
     const dst = await OciLayout.open(join(out, 'dst'), { create: true });
     const added = await importOciArchive(a1, dst);
     assert.deepEqual(added.map((d) => d.digest), (await src.readIndex()).manifests.map((d) => d.digest));
-    assert.deepEqual(snapshot(dst.dir), snapshot(src.dir));
+    assert.deepEqual(fileHashes(dst.dir), fileHashes(src.dir));
   });
 
   it('exports only what the named images reach, and imports from a stream', async (t) => {
@@ -138,7 +124,7 @@ describe('OCI archive', () => {
     const dir = tempDir(t, 'arch');
     const dst = await OciLayout.open(join(dir, 'dst'), { create: true });
     await smallImage(dst, 'keep');
-    const before = snapshot(dst.dir);
+    const before = fileHashes(dst.dir);
     const good = Buffer.from('good');
     const liar = sha(Buffer.from('what the name claims'));
     const m = toJsonBytes({ schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: { mediaType: MediaTypes.ociConfig, digest: sha(good), size: 4 }, layers: [] });
@@ -150,13 +136,13 @@ describe('OCI archive', () => {
     });
     await assert.rejects(importOciArchive(join(dir, 'bad.tar'), dst), (e: Error) => e instanceof DigestMismatchError && e.message.includes(liar));
     assert.equal(await dst.has(liar), false);
-    assert.deepEqual(snapshot(dst.dir), before);
+    assert.deepEqual(fileHashes(dst.dir), before);
   });
 
   it('incomplete or non-archives give clear errors and change nothing', async (t) => {
     const dir = tempDir(t, 'arch');
     const dst = await OciLayout.open(join(dir, 'dst'), { create: true });
-    const before = snapshot(dst.dir);
+    const before = fileHashes(dst.dir);
     const cfg = Buffer.from('{}');
     const layerDigest = sha(Buffer.from('missing layer'));
     const m = toJsonBytes({
@@ -189,7 +175,7 @@ describe('OCI archive', () => {
     writeFileSync(join(dir, 'trunc.tar'), bytes.subarray(0, Math.floor(bytes.length / 2)));
     await assert.rejects(importOciArchive(join(dir, 'trunc.tar'), dst), /truncated|unexpected end/i);
     await assert.rejects(OciArchiveReader.open(join(dir, 'trunc.tar')), /truncated/);
-    const after = snapshot(dst.dir);
+    const after = fileHashes(dst.dir);
     assert.equal(after['index.json'], before['index.json']);
     assert.deepEqual(Object.keys(after).filter((k) => k.includes('.tmp-')), []);
   });

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { spawn } from 'node:child_process';
-import { tempDir } from '../helpers.js';
+import { fileHashes, tempDir } from '../helpers.js';
 import {
   OciLayout,
   OciError,
@@ -32,23 +32,9 @@ async function* chunks(buf: Buffer, size = 64 * 1024): AsyncGenerator<Uint8Array
   }
 }
 
-/** Every file under dir (relative path -> sha256), to assert that failures change nothing. */
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string, rel: string): void => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory()) walk(p, r);
-      else out[r] = createHash('sha256').update(readFileSync(p)).digest('hex');
-    }
-  };
-  walk(dir, '');
-  return out;
-}
 
 function tempFiles(dir: string): string[] {
-  return Object.keys(snapshot(dir)).filter((p) => p.split('/').pop()!.startsWith('.tmp-'));
+  return Object.keys(fileHashes(dir)).filter((p) => p.split('/').pop()!.startsWith('.tmp-'));
 }
 
 async function image(store: OciLayout, seed: string): Promise<{ manifest: Descriptor; config: Descriptor; layer: Descriptor }> {
@@ -124,7 +110,7 @@ describe('OciLayout blobs', () => {
 
   it('a digest mismatch leaves nothing behind', async (t) => {
     const s = await OciLayout.open(tempDir(t, 'store'), { create: true });
-    const before = snapshot(s.dir);
+    const before = fileHashes(s.dir);
     const data = randomBytes(200_000);
     const wrong = sha(Buffer.from('something else'));
     await assert.rejects(
@@ -133,21 +119,21 @@ describe('OciLayout blobs', () => {
     );
     assert.equal(await s.has(wrong), false);
     assert.equal(await s.has(sha(data)), false);
-    assert.deepEqual(snapshot(s.dir), before);
+    assert.deepEqual(fileHashes(s.dir), before);
   });
 
   it('too many or too few bytes fail as size mismatches, leaving nothing', async (t) => {
     const s = await OciLayout.open(tempDir(t, 'store'), { create: true });
-    const before = snapshot(s.dir);
+    const before = fileHashes(s.dir);
     const data = randomBytes(100_000);
     await assert.rejects(s.ingest({ mediaType: MediaTypes.ociLayer, digest: sha(data), size: 1000 }, chunks(data)), SizeMismatchError);
     await assert.rejects(s.ingest({ mediaType: MediaTypes.ociLayer, digest: sha(data), size: 200_000 }, chunks(data)), SizeMismatchError);
-    assert.deepEqual(snapshot(s.dir), before);
+    assert.deepEqual(fileHashes(s.dir), before);
   });
 
   it('a failing or aborted source leaves no temp file', async (t) => {
     const s = await OciLayout.open(tempDir(t, 'store'), { create: true });
-    const before = snapshot(s.dir);
+    const before = fileHashes(s.dir);
     async function* broken(): AsyncGenerator<Uint8Array> {
       yield randomBytes(70_000);
       throw new Error('connection reset');
@@ -161,7 +147,7 @@ describe('OciLayout blobs', () => {
       yield randomBytes(70_000);
     }
     await assert.rejects(s.ingest({ mediaType: MediaTypes.ociLayer }, slow(), { signal: ac.signal }), (e: Error) => e.name === 'AbortError');
-    assert.deepEqual(snapshot(s.dir), before);
+    assert.deepEqual(fileHashes(s.dir), before);
   });
 
   it('an existing blob short-circuits without reading the body', async (t) => {
