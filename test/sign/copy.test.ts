@@ -5,35 +5,14 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Digest } from '../../src/oci/index.js';
-import { generateKeyPair, SCRYPT_PARAMS, signatureTag, referrersFallbackTag } from '../../src/copy/sign/index.js';
+import { signatureTag, referrersFallbackTag } from '../../src/copy/sign/index.js';
 import { baseLayout, pushBase } from '../fixtures/base.js';
 import { tempDir } from '../helpers.js';
+import { keyPair, ok, tscopy } from './util.js';
 import { spawnRegistry, startDistribution } from '../registry/util.js';
-
-const TSCOPY = new URL('../../../bin/tscopy.js', import.meta.url).pathname;
-
-function tscopy(args: string[], env: NodeJS.ProcessEnv = {}): { status: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [TSCOPY, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
-  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
-
-function ok(args: string[], env: NodeJS.ProcessEnv = {}): { stdout: string; stderr: string } {
-  const r = tscopy(args, env);
-  assert.equal(r.status, 0, `tscopy ${args.join(' ')} exited ${r.status}: ${r.stderr}${r.stdout}`);
-  return r;
-}
-
-function keyPair(dir: string, name: string): { key: string; pub: string; pw: string; pem: string } {
-  const pair = generateKeyPair('pw', { params: SCRYPT_PARAMS.legacy });
-  writeFileSync(join(dir, `${name}.key`), pair.privateKey);
-  writeFileSync(join(dir, `${name}.pub`), pair.publicKey);
-  writeFileSync(join(dir, 'pw'), 'pw\n');
-  return { key: join(dir, `${name}.key`), pub: join(dir, `${name}.pub`), pw: join(dir, 'pw'), pem: pair.publicKey };
-}
 
 async function status(url: string, accept = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'): Promise<number> {
   const r = await fetch(url, { method: 'HEAD', headers: { accept } });

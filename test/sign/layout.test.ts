@@ -5,17 +5,14 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { digestOf, OciLayout, type Descriptor, type Digest } from '../../src/oci/index.js';
 import {
   carryAttachments,
-  generateKeyPair,
   layoutRepo,
   loadPrivateKey,
   makePayload,
-  SCRYPT_PARAMS,
   signatureTag,
   signPayload,
   referrersFallbackTag,
@@ -23,28 +20,7 @@ import {
 } from '../../src/copy/sign/index.js';
 import { baseLayoutCopy } from '../fixtures/base.js';
 import { requireTool, sh, tempDir } from '../helpers.js';
-
-const TSCOPY = new URL('../../../bin/tscopy.js', import.meta.url).pathname;
-
-function tscopy(args: string[], env: NodeJS.ProcessEnv = {}): { status: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [TSCOPY, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
-  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
-
-function ok(args: string[], env: NodeJS.ProcessEnv = {}): { stdout: string; stderr: string } {
-  const r = tscopy(args, env);
-  assert.equal(r.status, 0, `tscopy ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-  return r;
-}
-
-/** Key files in dir: <name>.key (encrypted, password "pw") and <name>.pub. */
-function keyPair(dir: string, name: string): { key: string; pub: string; pw: string } {
-  const pair = generateKeyPair('pw', { params: SCRYPT_PARAMS.legacy });
-  writeFileSync(join(dir, `${name}.key`), pair.privateKey);
-  writeFileSync(join(dir, `${name}.pub`), pair.publicKey);
-  writeFileSync(join(dir, 'pw'), 'pw\n');
-  return { key: join(dir, `${name}.key`), pub: join(dir, `${name}.pub`), pw: join(dir, 'pw') };
-}
+import { keyPair, ok, tscopy } from './util.js';
 
 async function manifestJson(layout: OciLayout, ref: string): Promise<{ digest: Digest; doc: any; bytes: Buffer }> {
   const d = await layout.resolve(ref);

@@ -5,35 +5,14 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Digest } from '../../src/oci/index.js';
-import { generateKeyPair, SCRYPT_PARAMS, signatureTag, referrersFallbackTag, COSIGN_SIG_ARTIFACT_TYPE } from '../../src/copy/sign/index.js';
+import { signatureTag, referrersFallbackTag, COSIGN_SIG_ARTIFACT_TYPE } from '../../src/copy/sign/index.js';
 import { pushBase } from '../fixtures/base.js';
 import { requireTool, sh, tempDir } from '../helpers.js';
+import { keyPair, ok, tscopy } from './util.js';
 import { spawnRegistry, startDistribution } from '../registry/util.js';
-
-const TSCOPY = new URL('../../../bin/tscopy.js', import.meta.url).pathname;
-
-function tscopy(args: string[], env: NodeJS.ProcessEnv = {}): { status: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [TSCOPY, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
-  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
-
-function ok(args: string[], env: NodeJS.ProcessEnv = {}): { stdout: string; stderr: string } {
-  const r = tscopy(args, env);
-  assert.equal(r.status, 0, `tscopy ${args.join(' ')} exited ${r.status}: ${r.stderr}${r.stdout}`);
-  return r;
-}
-
-function keyPair(dir: string, name: string): { key: string; pub: string; pw: string } {
-  const pair = generateKeyPair('pw', { params: SCRYPT_PARAMS.legacy });
-  writeFileSync(join(dir, `${name}.key`), pair.privateKey);
-  writeFileSync(join(dir, `${name}.pub`), pair.publicKey);
-  writeFileSync(join(dir, 'pw'), 'pw\n');
-  return { key: join(dir, `${name}.key`), pub: join(dir, `${name}.pub`), pw: join(dir, 'pw') };
-}
 
 async function get(url: string, accept = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'): Promise<{ status: number; json: any; text: string }> {
   const r = await fetch(url, { headers: { accept } });
