@@ -334,12 +334,22 @@ async function copyManifestTree(src: ArtifactRepo, dst: ArtifactRepo, m: Manifes
  * verbatim. An existing `.sig` manifest at the destination is merged with the source's layers
  * (as skopeo/cosign do) when it differs.
  */
-export async function carryAttachments(src: ArtifactRepo, dst: ArtifactRepo, d: Digest, o: CarryOptions = {}, io?: Io): Promise<CarryResult> {
+/** The source-side reads of a carry: the `.sig` manifest of a digest and its referrers. */
+export type AttachmentLookup = [ManifestBytes | undefined, Descriptor[]];
+
+export function lookupAttachments(src: ArtifactRepo, d: Digest, io?: Io): Promise<AttachmentLookup> {
+  return Promise.all([src.manifest(signatureTag(d), io), listReferrers(src, d, io)]);
+}
+
+/**
+ * `pre`: the source's lookups started earlier (e.g. while the blobs were copied, or shared by the images of a sync
+ * with the same digest); when it failed, the lookups run again here (and their error is the one reported).
+ */
+export async function carryAttachments(src: ArtifactRepo, dst: ArtifactRepo, d: Digest, o: CarryOptions = {}, io?: Io, pre?: Promise<AttachmentLookup>): Promise<CarryResult> {
   const res: CarryResult = { sigTag: false, referrers: [] };
   const tag = signatureTag(d);
-  // the source's .sig tag, its referrers and the destination's .sig tag: independent reads, in parallel
   // the source's .sig tag and referrers in parallel; the destination is read only when there is something to carry
-  const [sig, refs] = await Promise.all([src.manifest(tag, io), listReferrers(src, d, io)]);
+  const [sig, refs] = (pre ? await pre.catch(() => undefined) : undefined) ?? (await lookupAttachments(src, d, io));
   if (sig) {
     if (sig.digest !== digestOf(sig.bytes)) throw new TsimageError(`${src.label}: ${tag} does not match its digest`);
     const there = await dst.manifest(tag, io).catch(() => undefined);

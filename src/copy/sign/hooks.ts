@@ -14,7 +14,7 @@ import { UsageError } from '../../oci/errors.js';
 import { type Io } from '../../oci/io.js';
 import type { ImageDestination, ImageSource, ManifestBytes } from '../types.js';
 import { enforcePolicy, type Policy, type PolicyDecision } from '../policy.js';
-import { carryAttachments, listReferrers, signatureTag, signImage, type CarryResult, type SignResult } from './attachments.js';
+import { carryAttachments, listReferrers, lookupAttachments, signatureTag, signImage, type AttachmentLookup, type CarryResult, type SignResult } from './attachments.js';
 import { layoutOf, layoutRepo, sourceRepo, transportRepo, type ArtifactRepo } from './repo.js';
 import { normalizedNamed } from './verify.js';
 
@@ -83,12 +83,37 @@ export function signingHooks(o: SigningCopyOptions): {
   report: SigningCopyReport;
 } {
   const report: SigningCopyReport = {};
+  /**
+   * The source's signature/referrer lookups of a registry image, started in beforeWrite so they overlap the blob
+   * copy, and shared by the copies of one process (a sync's tags with the same digest in one repository).
+   */
+  const lookups = new Map<string, Promise<AttachmentLookup>>();
+  const lookupFor = (ctx: CopyHookContext): Promise<AttachmentLookup> | undefined => {
+    if (o.removeSignatures || !ctx.destination.caps.acceptsSignatures || !ctx.source.manifestByRef || layoutOf(ctx.source)) return undefined;
+    const ref = ctx.source.name.dockerReference;
+    if (!ref) return undefined;
+    let key: string;
+    try {
+      const r = normalizedNamed(ref);
+      key = `${ctx.source.name.transport}:${r.registry}/${r.repository}@${ctx.sourceManifest.digest}`;
+    } catch {
+      return undefined;
+    }
+    let p = lookups.get(key);
+    if (!p) {
+      p = lookupAttachments(sourceRepo(ctx.source), ctx.sourceManifest.digest, ctx.io);
+      p.catch(() => undefined); // awaited (or retried) in after(); never an unhandled rejection
+      lookups.set(key, p);
+    }
+    return p;
+  };
   return {
     report,
     async beforeWrite(ctx) {
       if (o.signBy && !ctx.destination.caps.acceptsSignatures)
         throw new UsageError(`${ctx.destination.name}: this destination cannot store signatures (--sign-by-key needs a registry or an OCI layout)`);
       if (o.policy) report.policy = await enforcePolicy(o.policy, ctx.source, ctx.sourceManifest, ctx.io);
+      lookupFor(ctx);
     },
     async carryOnly(ctx) {
       await after(ctx, false);
@@ -128,7 +153,7 @@ export function signingHooks(o: SigningCopyOptions): {
           const srcRepo = sourceRepo(ctx.source);
           const total: CarryResult = { sigTag: false, referrers: [] };
           for (const d of [destDigest, ...childDigests(written)]) {
-            const r = await carryAttachments(srcRepo, dst, d, { log: o.log }, ctx.io);
+            const r = await carryAttachments(srcRepo, dst, d, { log: o.log }, ctx.io, d === ctx.sourceManifest.digest ? lookupFor(ctx) : undefined);
             total.sigTag ||= r.sigTag;
             total.referrers.push(...r.referrers);
           }
