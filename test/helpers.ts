@@ -43,6 +43,18 @@ export function fileHashes(dir: string): Record<string, string> {
   return out;
 }
 
+/** The pids whose command line contains `marker` (processes a test must not leave behind). */
+export function procsWith(marker: string): string[] {
+  const found: string[] = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(marker)) found.push(p);
+    } catch {}
+  }
+  return found;
+}
+
 export function requireTool(name: string): string {
   const r = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`required tool ${name} is not installed (run: sh scripts/install-test-deps.sh)`);

@@ -5,13 +5,13 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { BuiltinRunner, checkResult, createRunner, type RunOptions, type Runner } from '../../src/ns/index.js';
 import { RunError } from '../../src/oci/index.js';
-import { requireTool, ROOT } from '../helpers.js';
+import { procsWith, requireTool, ROOT } from '../helpers.js';
 import { execFileSync } from 'node:child_process';
 import { makeBusyboxRootfs } from './rootfs.js';
 
@@ -32,17 +32,6 @@ async function run(r: Runner, script: string, o: Partial<RunOptions> & { rootfs:
   const err = sink();
   const res = await r.run(['/bin/sh', '-c', script], { ...o, stdio: { stdout: out, stderr: err } });
   return { res, out: out.text(), err: err.text() };
-}
-
-function procsWith(marker: string): string[] {
-  const found: string[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(marker)) found.push(p);
-    } catch {}
-  }
-  return found;
 }
 
 let base: string;

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { tempDir, ROOT } from '../helpers.js';
+import { procsWith, tempDir, ROOT } from '../helpers.js';
 import { baseLayer } from '../overlay/util.js';
 import { createCgroup, removeCgroup } from '../../src/ns/cgroups.js';
 
@@ -30,17 +30,6 @@ function mountsUnder(dir: string): string[] {
     .split('\n')
     .map((l) => l.split(' ')[4] ?? '')
     .filter((p) => p.startsWith(dir));
-}
-
-function procsWith(marker: string): string[] {
-  const found: string[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(marker)) found.push(p);
-    } catch {}
-  }
-  return found;
 }
 
 const CHILD = (root: string, driver: string, blob: string, diffID: string, marker: string) => `
