@@ -68,12 +68,13 @@ async function syncCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
     upToDate:
       opts.removeSignatures === true || destTransport !== 'docker'
         ? undefined
-        : async (src, dest, so) => {
+        : async (src, dest, so, read) => {
             const s = await openSource(src, { ...srcOpen, ...so });
             try {
               const d = await openDestination(dest, destOpen);
               try {
-                const sourceManifest = await s.manifest(undefined, { signal: rootController.signal });
+                // the manifest sync's up-to-date check just read (not fetched a second time)
+                const sourceManifest = read ?? (await s.manifest(undefined, { signal: rootController.signal }));
                 await carryOnly({ source: s, sourceManifest, destination: d, destManifest: sourceManifest, io: { signal: rootController.signal } });
               } finally {
                 await d.close();

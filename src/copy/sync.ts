@@ -15,7 +15,6 @@
 import * as fsp from 'node:fs/promises';
 import { basename, join, posix, relative } from 'node:path';
 import fastq from 'fastq';
-import YAML from 'yaml';
 import { digestOf, isDigest, type Digest } from '../oci/digest.js';
 import { hostPlatform, selectPlatform } from '../oci/platform.js';
 import { isIndexType } from '../oci/mediatypes.js';
@@ -23,7 +22,7 @@ import { parseManifest, type Platform } from '../oci/manifest.js';
 import { parseReference } from '../oci/reference.js';
 import { TsimageError, UsageError } from '../oci/errors.js';
 import { type Io } from '../oci/io.js';
-import type { ImageName, OpenOptions } from './types.js';
+import type { ImageName, ManifestBytes, OpenOptions } from './types.js';
 import { openDestination, openSource, parseImageName } from './transports/index.js';
 import type { CopyResult } from './engine.js';
 import { isAttachmentTag } from './sign/attachments.js';
@@ -67,7 +66,7 @@ export interface SyncOptions extends Io {
   /** Copies one image (the CLI's runCopy with retries, hooks and progress). */
   copy: (src: ImageName, dest: ImageName, srcOpen: OpenOptions) => Promise<CopyResult>;
   /** For an image found up to date (not with --dry-run): carry signatures/referrers added at the source since. */
-  upToDate?: ((src: ImageName, dest: ImageName, srcOpen: OpenOptions) => Promise<void>) | undefined;
+  upToDate?: ((src: ImageName, dest: ImageName, srcOpen: OpenOptions, sourceManifest?: ManifestBytes) => Promise<void>) | undefined;
 }
 
 export interface SyncSummary {
@@ -147,6 +146,8 @@ async function dirSource(base: string): Promise<SrcImage[]> {
 export async function yamlSource(file: string, base: OpenOptions, io: Io): Promise<SrcImage[]> {
   let doc: unknown;
   try {
+    // the YAML parser only for --src yaml (~10-20 ms of start-up otherwise)
+    const { default: YAML } = await import('yaml');
     doc = YAML.parse(await fsp.readFile(file, 'utf8'));
   } catch (e) {
     throw new UsageError(`sync --src yaml: ${file}: ${(e as Error).message}`);
@@ -206,14 +207,14 @@ function destFor(img: SrcImage, dest: string, o: SyncOptions): SyncImage {
 }
 
 /** The digest the destination would hold after a copy of this source (no conversion), or undefined if unknown. */
-async function expectedDigest(srcName: ImageName, open: OpenOptions, o: SyncOptions): Promise<Digest> {
+async function expectedDigest(srcName: ImageName, open: OpenOptions, o: SyncOptions): Promise<{ digest: Digest; manifest: ManifestBytes }> {
   const src = await openSource(srcName, open);
   try {
     const m = await src.manifest(undefined, { signal: o.signal });
-    if (!isIndexType(m.mediaType) || o.all) return m.digest;
+    if (!isIndexType(m.mediaType) || o.all) return { digest: m.digest, manifest: m };
     const idx = parseManifest(m.bytes, m.mediaType);
     const child = idx.kind === 'index' ? selectPlatform(idx.doc.manifests, o.platform ?? hostPlatform()) : undefined;
-    return child?.digest ?? m.digest;
+    return { digest: child?.digest ?? m.digest, manifest: m };
   } finally {
     await src.close();
   }
@@ -252,10 +253,12 @@ export async function sync(srcArg: string, destArg: string, o: SyncOptions): Pro
     try {
       if (o.converting) return void state.set(img, { upToDate: false });
       const srcName = await parseImageName(img.src);
-      const [want, have] = await Promise.all([expectedDigest(srcName, img.srcOpen, o), currentDigest(img, o)]);
+      const [expected, have] = await Promise.all([expectedDigest(srcName, img.srcOpen, o), currentDigest(img, o)]);
+      const want = expected.digest;
       const upToDate = have !== undefined && have === want;
       let carryError: unknown;
-      if (upToDate && o.upToDate && !o.dryRun) await o.upToDate(srcName, await parseImageName(img.dest), img.srcOpen).catch((e: unknown) => (carryError = e ?? new Error('failed')));
+      if (upToDate && o.upToDate && !o.dryRun)
+        await o.upToDate(srcName, await parseImageName(img.dest), img.srcOpen, expected.manifest).catch((e: unknown) => (carryError = e ?? new Error('failed')));
       state.set(img, { upToDate, digest: want, carryError });
     } catch (e) {
       state.set(img, { upToDate: false, error: e });
