@@ -56,6 +56,29 @@ COPY --chown=99:98 a.txt /d12/sub/
 COPY --chown=99:98 a.txt b.txt /d13/
 `;
 
+/**
+ * buildah with a private store under base (vfs: no mounts), removed with base after the test.
+ * Returns: `buildah bud` of a context (chroot isolation: no RUN anyway) -> the listing of the image's tree.
+ */
+function privateBuildah(t: { after(fn: () => void): void }, base: string): (ctxDir: string, tag: string) => string[] {
+  const env = { ...process.env, CONTAINERS_CONF: join(PEERS, 'containers.conf') };
+  const B = ['--root', join(base, 'storage'), '--runroot', join(base, 'run'), '--storage-driver', 'vfs'];
+  t.after(() => {
+    try {
+      sh('buildah', [...B, 'rm', '--all'], { env });
+      sh('buildah', [...B, 'rmi', '--all', '--force'], { env });
+    } catch {}
+    rmSync(base, { recursive: true, force: true });
+  });
+  return (ctxDir, tag) => {
+    sh('buildah', [...B, 'bud', '--isolation', 'chroot', '--layers=false', '-t', tag, ctxDir], { env });
+    const cid = sh('buildah', [...B, 'from', tag], { env }).trim();
+    const theirs = listing(sh('buildah', [...B, 'mount', cid], { env }).trim());
+    sh('buildah', [...B, 'umount', cid], { env });
+    return theirs;
+  };
+}
+
 describe('COPY vs buildah bud', () => {
   it('the same tree as buildah for file/dir/wildcard/symlink/chown/chmod/dockerignore/hardlink cases', async (t) => {
     requireTool('buildah');
@@ -96,21 +119,7 @@ describe('COPY vs buildah bud', () => {
     };
     touch(ctxDir);
 
-    // buildah, private store (vfs: no mounts), chroot isolation (no RUN anyway)
-    const env = { ...process.env, CONTAINERS_CONF: join(PEERS, 'containers.conf') };
-    const B = ['--root', join(base, 'storage'), '--runroot', join(base, 'run'), '--storage-driver', 'vfs'];
-    t.after(() => {
-      try {
-        sh('buildah', [...B, 'rm', '--all'], { env });
-        sh('buildah', [...B, 'rmi', '--all', '--force'], { env });
-      } catch {}
-      rmSync(base, { recursive: true, force: true });
-    });
-    sh('buildah', [...B, 'bud', '--isolation', 'chroot', '--layers=false', '-t', 'localhost/copy-oracle', ctxDir], { env });
-    const cid = sh('buildah', [...B, 'from', 'localhost/copy-oracle'], { env }).trim();
-    const theirRoot = sh('buildah', [...B, 'mount', cid], { env }).trim();
-    const theirs = listing(theirRoot);
-    sh('buildah', [...B, 'umount', cid], { env });
+    const theirs = privateBuildah(t, base)(ctxDir, 'localhost/copy-oracle');
 
     // ours
     const ours = join(base, 'ours');
@@ -134,15 +143,7 @@ describe('COPY vs buildah bud', () => {
   it('ADD: local archives extracted (owners, modes, mtimes, links from the tar), --chown, plain files, non-tar .gz', async (t) => {
     requireTool('buildah');
     const base = mkdtempSync(join(tmpdir(), 'tsimage-bud-'));
-    const env = { ...process.env, CONTAINERS_CONF: join(PEERS, 'containers.conf') };
-    const B = ['--root', join(base, 'storage'), '--runroot', join(base, 'run'), '--storage-driver', 'vfs'];
-    t.after(() => {
-      try {
-        sh('buildah', [...B, 'rm', '--all'], { env });
-        sh('buildah', [...B, 'rmi', '--all', '--force'], { env });
-      } catch {}
-      rmSync(base, { recursive: true, force: true });
-    });
+    const budListing = privateBuildah(t, base);
     const ctxDir = join(base, 'ctx');
     const src = join(base, 'tarsrc');
     mkdirSync(join(src, 'pkg/bin'), { recursive: true });
@@ -170,10 +171,7 @@ ADD plain.txt note.gz /t5/
 `;
     writeFileSync(join(ctxDir, 'Dockerfile'), dockerfile);
     writeFileSync(join(ctxDir, '.dockerignore'), 'Dockerfile\n');
-    sh('buildah', [...B, 'bud', '--isolation', 'chroot', '--layers=false', '-t', 'localhost/add-oracle', ctxDir], { env });
-    const cid = sh('buildah', [...B, 'from', 'localhost/add-oracle'], { env }).trim();
-    const theirs = listing(sh('buildah', [...B, 'mount', cid], { env }).trim());
-    sh('buildah', [...B, 'umount', cid], { env });
+    const theirs = budListing(ctxDir, 'localhost/add-oracle');
 
     const ours = join(base, 'ours');
     mkdirSync(ours);
