@@ -9,7 +9,7 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, createReadStream, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -17,7 +17,7 @@ import { sh, requireTool } from '../helpers.js';
 import { openSnapshotter, isMounted, type Snapshotter } from '../../src/overlay/index.js';
 import { BuiltinRunner } from '../../src/ns/index.js';
 import { MediaTypes, OciLayout, diffIDOf, packDirectory, parseManifest, setXattr, toJsonBytes, writeLayer, type Digest, type Descriptor, type ImageManifest } from '../../src/oci/index.js';
-import { baseLayer, listTar, type Listed } from './util.js';
+import { baseLayer, fixtureTree, listTar, toBuffer, type Listed } from './util.js';
 
 /** Every change case of snapshot.test.ts in one step. */
 const SCRIPT = [
@@ -42,32 +42,6 @@ function hostEdits(root: string): void {
   setXattr(join(root, 'data/keep.txt'), 'user.note', 'hello');
   writeFileSync(join(root, 'data/cap'), 'x');
   setXattr(join(root, 'data/cap'), 'security.capability', Buffer.from('0100000200200000000000000000000000000000', 'hex'));
-}
-
-function fixtureTree(dir: string): void {
-  for (const d of ['data/dir/deep', 'data/opq', 'data/ren', 'data/rendir']) mkdirSync(join(dir, d), { recursive: true });
-  const files: Record<string, string> = {
-    'data/keep.txt': 'keep\n',
-    'data/change.txt': 'change\n',
-    'data/del.txt': 'del\n',
-    'data/dir/a': 'a',
-    'data/dir/deep/b': 'b',
-    'data/opq/x': 'x',
-    'data/opq/y': 'y',
-    'data/ren/old.txt': 'old',
-    'data/rendir/inner.txt': 'inner',
-    'data/hl': 'hl',
-    'data/perm': '#!/bin/sh\n',
-  };
-  for (const [p, c] of Object.entries(files)) writeFileSync(join(dir, p), c);
-  chmodSync(join(dir, 'data/perm'), 0o755);
-  symlinkSync('keep.txt', join(dir, 'data/sym'));
-}
-
-async function toBuffer(r: Readable): Promise<Buffer> {
-  const c: Buffer[] = [];
-  for await (const x of r) c.push(x as Buffer);
-  return Buffer.concat(c);
 }
 
 /**

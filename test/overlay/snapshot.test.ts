@@ -5,7 +5,7 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, chownSync, linkSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
+import { chownSync, linkSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import { openSnapshotter, isMounted, type Snapshotter } from '../../src/overlay/index.js';
 import { BuiltinRunner } from '../../src/ns/index.js';
 import { DigestMismatchError, diffIDOf, extractLayer, packDirectory, setXattr, type Digest } from '../../src/oci/index.js';
-import { baseLayer, fingerprint, listTar, type Listed } from './util.js';
+import { baseLayer, fingerprint, fixtureTree, listTar, toBuffer, type Listed } from './util.js';
 
 type Case = { name: string; script?: string; host?: (merged: string) => void; check: (entries: Listed[], driver: string) => void };
 
@@ -101,33 +101,6 @@ const CASES: Case[] = [
     },
   },
 ];
-
-/** The fixture layer: the files the cases change. */
-function fixtureTree(dir: string): void {
-  mkdirSync(join(dir, 'data/dir/deep'), { recursive: true });
-  mkdirSync(join(dir, 'data/opq'), { recursive: true });
-  mkdirSync(join(dir, 'data/ren'), { recursive: true });
-  mkdirSync(join(dir, 'data/rendir'), { recursive: true });
-  writeFileSync(join(dir, 'data/keep.txt'), 'keep\n');
-  writeFileSync(join(dir, 'data/change.txt'), 'change\n');
-  writeFileSync(join(dir, 'data/del.txt'), 'del\n');
-  writeFileSync(join(dir, 'data/dir/a'), 'a');
-  writeFileSync(join(dir, 'data/dir/deep/b'), 'b');
-  writeFileSync(join(dir, 'data/opq/x'), 'x');
-  writeFileSync(join(dir, 'data/opq/y'), 'y');
-  writeFileSync(join(dir, 'data/ren/old.txt'), 'old');
-  writeFileSync(join(dir, 'data/rendir/inner.txt'), 'inner');
-  writeFileSync(join(dir, 'data/hl'), 'hl');
-  writeFileSync(join(dir, 'data/perm'), '#!/bin/sh\n');
-  chmodSync(join(dir, 'data/perm'), 0o755);
-  symlinkSync('keep.txt', join(dir, 'data/sym'));
-}
-
-async function toBuffer(r: Readable): Promise<Buffer> {
-  const c: Buffer[] = [];
-  for await (const x of r) c.push(x as Buffer);
-  return Buffer.concat(c);
-}
 
 let work: string;
 let baseBlob: string;

@@ -1,6 +1,6 @@
 /** Shared helpers for the overlay tests: the base layer, tree fingerprints, tar listings. */
 import { createHash } from 'node:crypto';
-import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { OciLayout } from '../../src/oci/store.js';
@@ -51,4 +51,32 @@ export async function listTar(src: Readable | AsyncIterable<Uint8Array>): Promis
     out.push({ name: h.name.replace(/^\.\//, '').replace(/\/$/, ''), type: h.type, mode: h.mode & 0o7777, uid: h.uid, gid: h.gid, size: h.size, linkname: h.linkname, xattrs: [...h.xattrs.keys()] });
   }
   return out;
+}
+
+/** The fixture layer: the files the change cases (snapshot.test, buildah-diff.test) change. */
+export function fixtureTree(dir: string): void {
+  mkdirSync(join(dir, 'data/dir/deep'), { recursive: true });
+  mkdirSync(join(dir, 'data/opq'), { recursive: true });
+  mkdirSync(join(dir, 'data/ren'), { recursive: true });
+  mkdirSync(join(dir, 'data/rendir'), { recursive: true });
+  writeFileSync(join(dir, 'data/keep.txt'), 'keep\n');
+  writeFileSync(join(dir, 'data/change.txt'), 'change\n');
+  writeFileSync(join(dir, 'data/del.txt'), 'del\n');
+  writeFileSync(join(dir, 'data/dir/a'), 'a');
+  writeFileSync(join(dir, 'data/dir/deep/b'), 'b');
+  writeFileSync(join(dir, 'data/opq/x'), 'x');
+  writeFileSync(join(dir, 'data/opq/y'), 'y');
+  writeFileSync(join(dir, 'data/ren/old.txt'), 'old');
+  writeFileSync(join(dir, 'data/rendir/inner.txt'), 'inner');
+  writeFileSync(join(dir, 'data/hl'), 'hl');
+  writeFileSync(join(dir, 'data/perm'), '#!/bin/sh\n');
+  chmodSync(join(dir, 'data/perm'), 0o755);
+  symlinkSync('keep.txt', join(dir, 'data/sym'));
+}
+
+/** A whole stream in memory (small test layers only). */
+export async function toBuffer(r: Readable): Promise<Buffer> {
+  const c: Buffer[] = [];
+  for await (const x of r) c.push(x as Buffer);
+  return Buffer.concat(c);
 }
