@@ -55,6 +55,18 @@ export function procsWith(marker: string): string[] {
   return found;
 }
 
+/** A list of podman images removed (`podman rmi -f`, failures ignored) after the test: push each image the test pulls or builds. */
+export function podmanImagesRemovedAfter(t: { after(fn: () => void): void }, ...images: string[]): string[] {
+  t.after(() => {
+    for (const i of images) {
+      try {
+        sh('podman', ['rmi', '-f', i]);
+      } catch {}
+    }
+  });
+  return images;
+}
+
 export function requireTool(name: string): string {
   const r = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`required tool ${name} is not installed (run: sh scripts/install-test-deps.sh)`);

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { cpSync, readFileSync, writeFileSync, existsSync, openSync, writeSync, closeSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { requireTool, sh, startDistribution, tempDir } from '../helpers.js';
+import { podmanImagesRemovedAfter, requireTool, sh, startDistribution, tempDir } from '../helpers.js';
 import { baseLayout, type BaseLayout } from '../fixtures/base.js';
 import { spawnRegistry } from '../registry/util.js';
 import { tscopy, tscopyFail } from './engine-util.js';
@@ -82,14 +82,7 @@ describe('tscopy copy to and between registries', () => {
     tscopy(['copy', '-q', ...NOTLS, `docker://${reg.addr}/eng/other:v1`, `oci:${join(d, 'o')}:x`]);
     assert.equal(sha(sh('skopeo', ['inspect', '--raw', `oci:${join(d, 'o')}:x`])), base.manifestDigest);
     // podman runs what tscopy pushed
-    const images: string[] = [];
-    t.after(() => {
-      for (const i of images) {
-        try {
-          sh('podman', ['rmi', '-f', i]);
-        } catch {}
-      }
-    });
+    const images = podmanImagesRemovedAfter(t);
     sh('podman', ['pull', '-q', '--tls-verify=false', `${reg.addr}/eng/other:v1`]);
     images.push(`${reg.addr}/eng/other:v1`);
     assert.equal(sh('podman', ['run', '--rm', '--pull=never', `${reg.addr}/eng/other:v1`, 'sh', '-c', 'echo ok-$((6*7))']).trim(), 'ok-42');
@@ -128,14 +121,7 @@ describe('tscopy copy to and between registries', () => {
     const d = tempDir(t, 'eng');
     sh('skopeo', ['copy', '-q', '--format', 'v2s2', base.ociRef, `dir:${join(d, 'skopeo-v2s2')}`]);
     assert.equal(readFileSync(join(d, 'skopeo-v2s2', 'manifest.json'), 'utf8'), raw);
-    const images: string[] = [img];
-    t.after(() => {
-      for (const i of images) {
-        try {
-          sh('podman', ['rmi', '-f', i]);
-        } catch {}
-      }
-    });
+    const images = podmanImagesRemovedAfter(t, img);
     sh('podman', ['pull', '-q', '--tls-verify=false', img]);
     assert.equal(sh('podman', ['run', '--rm', '--pull=never', img, 'echo', 'v2s2-ok']).trim(), 'v2s2-ok');
     // back to OCI: skopeo's conversion of our v2s2 image and ours agree

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { requireTool, sh, tempDir } from '../helpers.js';
+import { podmanImagesRemovedAfter, requireTool, sh, tempDir } from '../helpers.js';
 import { baseOciDir, req, spawnRegistry, ACCEPT_ALL } from './util.js';
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -79,14 +79,7 @@ describe('interop with skopeo, podman and buildah', () => {
     const tag = randomBytes(4).toString('hex');
     const src = `${reg.addr}/pod/base:${tag}`;
     sh('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${base}:latest`, `docker://${src}`]);
-    const images: string[] = [];
-    t.after(() => {
-      for (const i of images) {
-        try {
-          sh('podman', ['rmi', '-f', i]);
-        } catch {}
-      }
-    });
+    const images = podmanImagesRemovedAfter(t);
     sh('podman', ['pull', '-q', '--tls-verify=false', src]);
     images.push(src);
     const outp = sh('podman', ['run', '--rm', '--pull=never', src, 'sh', '-c', 'echo hello-from-$((6*7))']);
