@@ -11,8 +11,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { tempDir, sh, requireTool, ROOT } from '../helpers.js';
-import { startTsregistry } from '../registry-prod/util.js';
+import { tempDir, requireTool, ROOT } from '../helpers.js';
+import { startWithUsers } from '../registry-prod/util.js';
 import { RegistryClient } from '../../src/copy/index.js';
 import { OciError, type Digest } from '../../src/oci/index.js';
 
@@ -25,23 +25,11 @@ function run(cmd: string, args: string[], o: { env?: NodeJS.ProcessEnv; input?: 
 const tscopy = (args: string[], o: { env?: NodeJS.ProcessEnv; input?: string } = {}) => run(process.execPath, [join(ROOT, 'bin', 'tscopy.js'), ...args], o);
 
 async function setup(t: Parameters<typeof tempDir>[0], mode: 'token' | 'basic') {
-  requireTool('htpasswd');
-  const dir = tempDir(t, 'login');
-  const ht = join(dir, 'htpasswd');
-  sh('htpasswd', ['-cbB', ht, 'alice', 'alice-secret']);
-  sh('htpasswd', ['-bB', ht, 'bob', 'bob-secret']);
-  const auth: Record<string, unknown> = {
-    htpasswd: ht,
-    access: {
-      rules: [
-        { repos: ['team/**'], users: ['alice'], actions: ['pull', 'push', 'delete'] },
-        { repos: ['team/**'], users: ['bob'], actions: ['pull'] },
-        { repos: ['public/**'], anonymous: true, actions: ['pull'] },
-      ],
-    },
-  };
-  if (mode === 'token') auth.token = { service: 'tsregistry-test' };
-  const reg = await startTsregistry(t, { auth, log: { access: false } }, { dir });
+  const { reg, dir } = await startWithUsers(t, mode, [
+    { repos: ['team/**'], users: ['alice'], actions: ['pull', 'push', 'delete'] },
+    { repos: ['team/**'], users: ['bob'], actions: ['pull'] },
+    { repos: ['public/**'], anonymous: true, actions: ['pull'] },
+  ], 'login');
   // no stray credentials from the machine: every tool gets its own empty HOME/XDG dirs
   const env = { HOME: join(dir, 'home'), XDG_RUNTIME_DIR: join(dir, 'run'), XDG_CONFIG_HOME: join(dir, 'cfg'), REGISTRY_AUTH_FILE: '', DOCKER_CONFIG: '' };
   return { reg, dir, env };

@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { tempDir, sh, requireTool } from '../helpers.js';
+import { tempDir, requireTool } from '../helpers.js';
 import { baseLayout } from '../fixtures/base.js';
-import { startTsregistry } from './util.js';
+import { startWithUsers } from './util.js';
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): { code: number; out: string; err: string } {
   const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 120_000 });
@@ -18,24 +18,12 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): { code: 
 }
 
 async function setup(t: Parameters<typeof tempDir>[0], mode: 'token' | 'basic') {
-  requireTool('htpasswd');
-  const dir = tempDir(t, 'regprod-cl');
-  const ht = join(dir, 'htpasswd');
-  sh('htpasswd', ['-cbB', ht, 'alice', 'alice-secret']);
-  sh('htpasswd', ['-bB', ht, 'bob', 'bob-secret']);
-  const auth: Record<string, unknown> = {
-    htpasswd: ht,
-    access: {
-      rules: [
-        { repos: ['team/**'], users: ['alice'], actions: ['pull', 'push'] },
-        { repos: ['team/**'], users: ['bob'], actions: ['pull'] },
-        { repos: ['public/**'], anonymous: true, actions: ['pull'] },
-        { repos: ['public/**'], users: ['alice'], actions: ['push'] },
-      ],
-    },
-  };
-  if (mode === 'token') auth.token = { service: 'tsregistry-test' };
-  const reg = await startTsregistry(t, { auth, log: { access: false } }, { dir });
+  const { reg, dir } = await startWithUsers(t, mode, [
+    { repos: ['team/**'], users: ['alice'], actions: ['pull', 'push'] },
+    { repos: ['team/**'], users: ['bob'], actions: ['pull'] },
+    { repos: ['public/**'], anonymous: true, actions: ['pull'] },
+    { repos: ['public/**'], users: ['alice'], actions: ['push'] },
+  ], 'regprod-cl');
   // a private auth file and blob-info cache-free environment per test
   const authfile = join(dir, 'auth.json');
   return { reg, dir, authfile, env: { REGISTRY_AUTH_FILE: authfile } };

@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { ROOT, tempDir } from '../helpers.js';
+import { requireTool, ROOT, sh, tempDir } from '../helpers.js';
 
 export type T = { after(fn: () => void | Promise<void>): void };
 
@@ -60,4 +60,20 @@ export async function startTsregistry(t: T, doc: Record<string, unknown> = {}, o
   t.after(() => stop());
   const addr = new URL(url).host;
   return { child, pid: child.pid!, addr, url, root, stderr: () => err, stop };
+}
+
+/**
+ * tsregistry with htpasswd users alice (alice-secret) and bob (bob-secret), the given access rules,
+ * token auth (Bearer, service tsregistry-test) or Basic auth, no access log; in a temp dir named after label.
+ */
+export async function startWithUsers(t: Parameters<typeof tempDir>[0], mode: 'token' | 'basic', rules: Record<string, unknown>[], label: string): Promise<{ reg: Proc; dir: string }> {
+  requireTool('htpasswd');
+  const dir = tempDir(t, label);
+  const ht = join(dir, 'htpasswd');
+  sh('htpasswd', ['-cbB', ht, 'alice', 'alice-secret']);
+  sh('htpasswd', ['-bB', ht, 'bob', 'bob-secret']);
+  const auth: Record<string, unknown> = { htpasswd: ht, access: { rules } };
+  if (mode === 'token') auth.token = { service: 'tsregistry-test' };
+  const reg = await startTsregistry(t, { auth, log: { access: false } }, { dir });
+  return { reg, dir };
 }
