@@ -145,6 +145,20 @@ static void note_stub(char kind, const char *path) {
 }
 
 /* Make sure `path` (inside the root) exists as a dir (isdir) or file; returns an O_PATH fd. */
+/* Copy path into parent (PATH_MAX bytes), drop trailing slashes and cut it at its last '/'.
+   Returns the last name (inside parent's buffer); *has_dir says whether there was a '/'
+   (then parent is the directory part, "" for "/name"). */
+static const char *split_last(const char *path, char *parent, int *has_dir) {
+  snprintf(parent, PATH_MAX, "%s", path);
+  size_t len = strlen(parent);
+  while (len > 1 && parent[len - 1] == '/') parent[--len] = 0;
+  char *slash = strrchr(parent, '/');
+  *has_dir = slash != NULL;
+  if (!slash) return parent;
+  *slash = 0;
+  return slash + 1;
+}
+
 static int ensure_in_root_depth(const char *path, int isdir, int depth);
 static int ensure_in_root(const char *path, int isdir) { return ensure_in_root_depth(path, isdir, 0); }
 
@@ -157,20 +171,16 @@ static int ensure_in_root_depth(const char *path, int isdir, int depth) {
     /* a dangling symlink (e.g. to an absolute path that only exists on the host): create its
        target inside the root, as the kernel would resolve it after pivot_root */
     char parent[PATH_MAX], target[PATH_MAX], next[PATH_MAX];
-    snprintf(parent, sizeof parent, "%s", path);
-    size_t len = strlen(parent);
-    while (len > 1 && parent[len - 1] == '/') parent[--len] = 0;
-    char *slash = strrchr(parent, '/');
-    const char *name = slash ? slash + 1 : parent;
-    if (slash) *slash = 0;
-    int pfd = open_in_root(slash && parent[0] ? parent : "/", O_PATH | O_DIRECTORY);
+    int has_dir;
+    const char *name = split_last(path, parent, &has_dir);
+    int pfd = open_in_root(has_dir && parent[0] ? parent : "/", O_PATH | O_DIRECTORY);
     if (pfd >= 0) {
       ssize_t n = readlinkat(pfd, name, target, sizeof target - 1);
       close(pfd);
       if (n > 0) {
         target[n] = 0;
         if (target[0] == '/') snprintf(next, sizeof next, "%s", target);
-        else snprintf(next, sizeof next, "%s/%s", slash && parent[0] ? parent : "", target);
+        else snprintf(next, sizeof next, "%s/%s", has_dir && parent[0] ? parent : "", target);
         return ensure_in_root_depth(next, isdir, depth + 1);
       }
     }
@@ -509,13 +519,9 @@ static void remove_stubs(char *list) {
   for (int i = n - 1; i >= 0; i--) {
     char *p = lines[i] + 1;
     char parent[PATH_MAX];
-    snprintf(parent, sizeof parent, "%s", p);
-    size_t len = strlen(parent);
-    while (len > 1 && parent[len - 1] == '/') parent[--len] = 0;
-    char *slash = strrchr(parent, '/');
-    const char *name = slash ? slash + 1 : parent;
-    if (slash) *slash = 0;
-    int pfd = open_in_root(slash && parent[0] ? parent : "/", O_PATH | O_DIRECTORY);
+    int has_dir;
+    const char *name = split_last(p, parent, &has_dir);
+    int pfd = open_in_root(has_dir && parent[0] ? parent : "/", O_PATH | O_DIRECTORY);
     if (pfd < 0) continue;
     int dfd = open(fdp(pfd), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     close(pfd);
