@@ -28,32 +28,36 @@ function overrides(c: Command): Command {
     .option('--override-variant <variant>', 'use VARIANT instead of the running architecture variant for choosing images');
 }
 
+/** Per-side registry access flags shared by copy and sync (skopeo's names). */
+function srcDestAccess(c: Command): Command {
+  for (const side of ['src', 'dest'] as const) {
+    const which = side === 'src' ? 'source' : 'destination';
+    c.option(`--${side}-tls-verify [bool]`, `require HTTPS and verify certificates for the ${which} registry`, boolArg)
+      .option(`--${side}-creds <user[:password]>`, `credentials for the ${which} registry`)
+      .option(`--${side}-registry-token <token>`, `bearer token for the ${which} registry`)
+      .option(`--${side}-cert-dir <dir>`, `client certificates / CA for the ${which} registry`)
+      .option(`--${side}-authfile <file>`, `auth.json for the ${which}`);
+  }
+  return c.option('--authfile <file>', 'auth.json (default $REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json)');
+}
+
 export function registerCopyCommands(p: Command): void {
   overrides(
-    p
-      .command('copy')
-      .description('Copy an image from one location to another (transports: docker://, oci:, oci-archive:, docker-archive:, dir:, tsbuild:)')
-      .argument('<source-image>', 'transport:reference of the source')
-      .argument('<destination-image>', 'transport:reference of the destination')
-      .option('-a, --all', 'copy all images of a manifest list (children first, the list last)')
-      .option('--platform <os/arch[/variant]>', 'the instance to copy from a manifest list (default: this machine)')
-      .addOption(new Option('-f, --format <format>', 'manifest format of the destination').choices(['oci', 'v2s2']))
-      .addOption(new Option('--dest-compress-format <format>', 'recompress layers with this algorithm').choices(['gzip', 'zstd']))
-      .option('--dest-compress-level <n>', 'compression level', (v) => Number(v))
-      .option('--dest-compress', 'compress uncompressed layers at the destination (the default for registries and OCI layouts)')
-      .option('-j, --jobs <n>', 'blobs copied in parallel', intArg, 6)
-      .option('--retry-times <n>', 'retry the copy this many times on temporary failures', intArg, 0)
-      .option('--src-tls-verify [bool]', 'require HTTPS and verify certificates for the source registry', boolArg)
-      .option('--dest-tls-verify [bool]', 'require HTTPS and verify certificates for the destination registry', boolArg)
-      .option('--src-creds <user[:password]>', 'credentials for the source registry')
-      .option('--dest-creds <user[:password]>', 'credentials for the destination registry')
-      .option('--src-registry-token <token>', 'bearer token for the source registry')
-      .option('--dest-registry-token <token>', 'bearer token for the destination registry')
-      .option('--src-cert-dir <dir>', 'client certificates / CA for the source registry')
-      .option('--dest-cert-dir <dir>', 'client certificates / CA for the destination registry')
-      .option('--authfile <file>', 'auth.json (default $REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json)')
-      .option('--src-authfile <file>', 'auth.json for the source')
-      .option('--dest-authfile <file>', 'auth.json for the destination')
+    srcDestAccess(
+        p
+        .command('copy')
+        .description('Copy an image from one location to another (transports: docker://, oci:, oci-archive:, docker-archive:, dir:, tsbuild:)')
+        .argument('<source-image>', 'transport:reference of the source')
+        .argument('<destination-image>', 'transport:reference of the destination')
+        .option('-a, --all', 'copy all images of a manifest list (children first, the list last)')
+        .option('--platform <os/arch[/variant]>', 'the instance to copy from a manifest list (default: this machine)')
+        .addOption(new Option('-f, --format <format>', 'manifest format of the destination').choices(['oci', 'v2s2']))
+        .addOption(new Option('--dest-compress-format <format>', 'recompress layers with this algorithm').choices(['gzip', 'zstd']))
+        .option('--dest-compress-level <n>', 'compression level', (v) => Number(v))
+        .option('--dest-compress', 'compress uncompressed layers at the destination (the default for registries and OCI layouts)')
+        .option('-j, --jobs <n>', 'blobs copied in parallel', intArg, 6)
+        .option('--retry-times <n>', 'retry the copy this many times on temporary failures', intArg, 0),
+    )
       .option('-q, --quiet', 'suppress progress output')
       .option('--digestfile <file>', 'write the digest of the copied manifest to this file')
       .option('--preserve-digests', 'fail rather than change the manifest digest (conversion, recompression)')
@@ -92,7 +96,8 @@ export function registerCopyCommands(p: Command): void {
       }),
   );
 
-  p.command('sync')
+  srcDestAccess(
+    p.command('sync')
     .description('Synchronize images between registries and directories (skopeo sync): a repository, repo:tag, or a YAML file')
     .argument('<source>', 'a repository or repo:tag (--src docker), a directory (--src dir), or a YAML file (--src yaml)')
     .argument('<destination>', 'a registry/namespace (--dest docker) or a directory (--dest dir)')
@@ -106,18 +111,8 @@ export function registerCopyCommands(p: Command): void {
     .addOption(new Option('-f, --format <format>', 'manifest format of the destination').choices(['oci', 'v2s2']))
     .addOption(new Option('--dest-compress-format <format>', 'recompress layers with this algorithm').choices(['gzip', 'zstd']))
     .option('-j, --jobs <n>', 'blobs copied in parallel per image', intArg, 6)
-    .option('--retry-times <n>', 'retries per image on temporary failures', intArg, 0)
-    .option('--src-tls-verify [bool]', 'require HTTPS and verify certificates for the source registry', boolArg)
-    .option('--dest-tls-verify [bool]', 'require HTTPS and verify certificates for the destination registry', boolArg)
-    .option('--src-creds <user[:password]>', 'credentials for the source registry')
-    .option('--dest-creds <user[:password]>', 'credentials for the destination registry')
-    .option('--src-registry-token <token>', 'bearer token for the source registry')
-    .option('--dest-registry-token <token>', 'bearer token for the destination registry')
-    .option('--src-cert-dir <dir>', 'client certificates / CA for the source registry')
-    .option('--dest-cert-dir <dir>', 'client certificates / CA for the destination registry')
-    .option('--authfile <file>', 'auth.json')
-    .option('--src-authfile <file>', 'auth.json for the source')
-    .option('--dest-authfile <file>', 'auth.json for the destination')
+    .option('--retry-times <n>', 'retries per image on temporary failures', intArg, 0),
+  )
     .option('--remove-signatures', 'do not copy signatures')
     .option('--policy <file>', 'trust policy (policy.json) to check each source image against')
     .option('--insecure-policy', 'accept any image (do not read policy.json)')
