@@ -44,7 +44,7 @@ function srcDestAccess(c: Command): Command {
 export function registerCopyCommands(p: Command): void {
   overrides(
     srcDestAccess(
-        p
+      p
         .command('copy')
         .description('Copy an image from one location to another (transports: docker://, oci:, oci-archive:, docker-archive:, dir:, tsbuild:)')
         .argument('<source-image>', 'transport:reference of the source')
