@@ -12,6 +12,10 @@ export interface TransferOptions {
   creds?: string | undefined;
   certDir?: string | undefined;
   quiet?: boolean | undefined;
+  /** policy.json to check pulled images against (buildah's --signature-policy; default: the containers lookup order) */
+  signaturePolicy?: string | undefined;
+  /** pull without any policy check (skopeo's --insecure-policy) */
+  insecurePolicy?: boolean | undefined;
   /** manifest format at the destination (push) */
   format?: string | undefined;
   signal?: AbortSignal | undefined;
@@ -37,8 +41,10 @@ async function storeName(store: ImageStore, rest: string) {
 
 /** Pull `name` (docker://... by default) into the store. */
 export async function pullImage(name: string, store: ImageStore, o: TransferOptions = {}): Promise<LoadedImage | undefined> {
-  const [{ copyImage }, t] = await Promise.all([import('../copy/engine.js'), import('../copy/transports/index.js')]);
+  const [{ copyImage }, t, pol] = await Promise.all([import('../copy/engine.js'), import('../copy/transports/index.js'), import('../copy/policy.js')]);
   const src = remoteName(name);
+  // as buildah: a pull is checked against policy.json before anything is written to the store
+  const policy = o.insecurePolicy ? pol.insecurePolicy() : await pol.loadPolicy(o.signaturePolicy);
   const local = src.startsWith('docker://') ? formatReference(parseReference(src.slice('docker://'.length))) : `localhost/${name.replace(/^[a-z-]+:/, '').replace(/[^a-z0-9._/-]+/gi, '-').replace(/^[-/.]+/, '').toLowerCase() || 'image'}:latest`;
   const open = { tlsVerify: o.tlsVerify, authfile: o.authfile, creds: o.creds, certDir: o.certDir, signal: o.signal };
   o.log?.(`Trying to pull ${src}...`);
@@ -48,7 +54,12 @@ export async function pullImage(name: string, store: ImageStore, o: TransferOpti
   try {
     const dest = await t.openDestination(dstName, open);
     try {
-      await copyImage(source, dest, { signal: o.signal });
+      await copyImage(source, dest, {
+        signal: o.signal,
+        beforeWrite: async (ctx) => {
+          await pol.enforcePolicy(policy, ctx.source, ctx.sourceManifest, { signal: o.signal });
+        },
+      });
     } finally {
       await (dest as { close?: () => Promise<void> }).close?.();
     }

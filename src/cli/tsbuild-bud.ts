@@ -117,7 +117,7 @@ export async function budCommand(context: string | undefined, opts: Record<strin
     registry: transfer,
     puller: async (name, store, signal) => {
       const { pullImage } = await import('../builder/transfer.js');
-      return pullImage(name, store, { ...transfer, quiet, signal, log });
+      return pullImage(name, store, { ...transfer, signaturePolicy: opts.signaturePolicy as string | undefined, quiet, signal, log });
     },
     ignoreFile: opts.ignorefile as string | undefined,
   });

@@ -243,7 +243,7 @@ export async function pullCommand(image: string, opts: Record<string, unknown>, 
   }
   const { pullImage } = await import('../builder/transfer.js');
   const log = opts.quiet ? undefined : (l: string) => process.stderr.write(l + '\n');
-  const got = await pullImage(image, store, { tlsVerify: boolOpt(opts.tlsVerify, 'tls-verify'), authfile: opts.authfile as string | undefined, creds: opts.creds as string | undefined, certDir: opts.certDir as string | undefined, quiet: !!opts.quiet, signal: rootController.signal, log });
+  const got = await pullImage(image, store, { tlsVerify: boolOpt(opts.tlsVerify, 'tls-verify'), authfile: opts.authfile as string | undefined, creds: opts.creds as string | undefined, certDir: opts.certDir as string | undefined, signaturePolicy: opts.signaturePolicy as string | undefined, quiet: !!opts.quiet, signal: rootController.signal, log });
   if (!got) throw new UsageError(`pulled ${image}, but it is not in the local store afterwards`);
   process.stdout.write(got.id.slice(7) + '\n');
 }

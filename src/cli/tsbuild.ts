@@ -55,6 +55,7 @@ export function program(): Command {
       .option('--authfile <file>', 'auth.json for pulls and pushes')
       .option('--creds <user:pass>', 'registry credentials')
       .option('--cert-dir <dir>', 'certificates for registries')
+      .option('--signature-policy <file>', 'policy.json to check pulled images against (default: $HOME/.config/containers/policy.json, /etc/containers/policy.json)')
       .option('--push', 'push the image after the build (to its first name)')
       .option('-q, --quiet', 'print only the image ID')
       .option('--logfile <file>', 'write progress to this file')
@@ -193,6 +194,7 @@ export function program(): Command {
     .option('--authfile <file>', 'auth.json')
     .option('--creds <user:pass>', 'credentials')
     .option('--cert-dir <dir>', 'certificates for the registry')
+    .option('--signature-policy <file>', 'policy.json to check the image against (default: $HOME/.config/containers/policy.json, /etc/containers/policy.json)')
     .option('-q, --quiet', 'no progress')
     .action(async (image: string, opts: Record<string, unknown>, cmd: Command) => (await import('./tsbuild-images.js')).pullCommand(image, opts, cmd.optsWithGlobals()));
 

@@ -10,6 +10,7 @@ import { build } from '../../src/builder/build.js';
 import { ImageStore } from '../../src/builder/store.js';
 import { pullImage, pushImage } from '../../src/builder/transfer.js';
 import { StringSink } from '../../src/builder/executor.js';
+import { pushBase } from '../fixtures/base.js';
 
 describe('tsbuild pull/push through the copy engine', () => {
   it('--cache-to pushes step entries as OCI artifacts; another store builds from them with --cache-from without running', async (t) => {
@@ -91,5 +92,23 @@ describe('tsbuild pull/push through the copy engine', () => {
     // --pull=never with a missing image: a clear error naming it
     writeFileSync(join(ctx2, 'Containerfile'), `FROM ${reg.addr}/nope:v1\n`);
     await assert.rejects(build({ contextDir: ctx2, root: root2, pull: 'never', log: () => {}, network: 'none' }), /Containerfile:1: FROM .*nope:v1.*not in the local store/);
+  });
+  it('pulls are checked against policy.json before anything is written (reject refused, insecureAcceptAnything accepted)', async (t) => {
+    requireTool('skopeo');
+    const reg = await startDistribution(t);
+    const digest = await pushBase(reg.addr, 'pol/base', 'v1');
+    const root = tempDir(t, 'root');
+    const dir = tempDir(t, 'pol');
+    const reject = join(dir, 'reject.json');
+    writeFileSync(reject, JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }], transports: { docker: { [`${reg.addr}/pol`]: [{ type: 'reject' }] } } }));
+    const accept = join(dir, 'accept.json');
+    writeFileSync(accept, JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }));
+    const store = await ImageStore.open(root);
+    const ref = `${reg.addr}/pol/base:v1`;
+    await assert.rejects(pullImage(ref, store, { tlsVerify: false, signaturePolicy: reject }), /reject/i);
+    assert.equal(await store.find(ref), undefined, 'nothing stored after the refusal');
+    assert.equal(await store.layout.stat(digest), undefined, 'not even the manifest blob');
+    const got = await pullImage(ref, store, { tlsVerify: false, signaturePolicy: accept });
+    assert.equal(got?.desc.digest, digest);
   });
 });
