@@ -34,13 +34,19 @@ function causeChain(err: unknown): string {
   return lines.join('\n  caused by: ');
 }
 
+/** Commander's parse errors (unknown/missing option or argument, bad value) are usage errors: exit 2 (commander says 1). */
+function commanderExit(code: string, err: object): number {
+  if (code === 'commander.help') return (err as { exitCode?: number }).exitCode ?? EXIT.usage;
+  return EXIT.usage;
+}
+
 export function exitCodeFor(err: unknown): number {
   if (rootController.signal.aborted) return EXIT.interrupted;
   if (err instanceof UsageError) return EXIT.usage;
   if (err && typeof err === 'object' && 'code' in err && typeof (err as { code: unknown }).code === 'string') {
     const code = (err as { code: string }).code;
     // commander's own usage errors
-    if (code.startsWith('commander.')) return (err as { exitCode?: number }).exitCode ?? EXIT.usage;
+    if (code.startsWith('commander.')) return commanderExit(code, err);
   }
   return EXIT.failure;
 }
@@ -75,7 +81,7 @@ export async function runMain(tool: string, main: (argv: string[]) => Promise<nu
         return;
       }
       if (typeof code === 'string' && code.startsWith('commander.')) {
-        process.exitCode = (err as { exitCode?: number }).exitCode ?? EXIT.usage;
+        process.exitCode = commanderExit(code, err);
         return;
       }
     }
