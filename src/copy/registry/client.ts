@@ -281,12 +281,18 @@ let undiciMod: Promise<{ Pool: typeof import('undici').Pool }> | undefined;
 const UNDICI_LIB = 'undici/lib/';
 const undici = () =>
   (undiciMod ??= (async () => {
-    const [pool, dispatcher, api] = await Promise.all(
-      ['dispatcher/pool.js', 'dispatcher/dispatcher.js', 'api/index.js'].map((f) => import(UNDICI_LIB + f) as Promise<{ default: unknown }>),
-    );
-    // what undici's index does: request/stream/pipeline... on every dispatcher
-    Object.assign((dispatcher!.default as { prototype: object }).prototype, api!.default);
-    return { Pool: pool!.default as typeof import('undici').Pool };
+    try {
+      const [pool, dispatcher, api] = await Promise.all(
+        ['dispatcher/pool.js', 'dispatcher/dispatcher.js', 'api/index.js'].map((f) => import(UNDICI_LIB + f) as Promise<{ default: unknown }>),
+      );
+      // what undici's index does: request/stream/pipeline... on every dispatcher
+      Object.assign((dispatcher!.default as { prototype: object }).prototype, api!.default);
+      return { Pool: pool!.default as typeof import('undici').Pool };
+    } catch {
+      // a future undici with another internal layout: the package itself (slower to load, same API)
+      const m = await import('undici');
+      return { Pool: m.Pool };
+    }
   })());
 
 /**
