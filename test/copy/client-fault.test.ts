@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { spawn } from 'node:child_process';
-import { randomBytes, createHash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
@@ -18,8 +18,9 @@ import { startTsregistry } from '../registry-prod/util.js';
 import { PEERS_DIR } from '../registry/util.js';
 import { RegistryClient } from '../../src/copy/index.js';
 import type { Digest } from '../../src/oci/index.js';
+import { digestOf } from '../../src/oci/digest.js';
 
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}` as Digest;
+const sha = (b: Buffer | string) => digestOf(b);
 type T = Parameters<typeof tempDir>[0];
 
 interface Restartable {

@@ -6,14 +6,15 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes, createHash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { startDistribution } from '../helpers.js';
 import { startRegistry } from '../registry/util.js';
 import { RegistryClient } from '../../src/copy/index.js';
 import { OciError, DigestMismatchError, type Digest } from '../../src/oci/index.js';
+import { digestOf } from '../../src/oci/digest.js';
 
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}` as Digest;
+const sha = (b: Buffer | string) => digestOf(b);
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 

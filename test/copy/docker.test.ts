@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdirSync, writeFileSync, copyFileSync } from 'node:fs';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { tempDir, sh, requireTool, PEERS } from '../helpers.js';
 import { baseLayout } from '../fixtures/base.js';
@@ -16,8 +16,9 @@ import { startRegistry } from '../registry/util.js';
 import { startTsregistry } from '../registry-prod/util.js';
 import { dockerTransport, parseDockerName, RegistryClient, closeRegistryClients, parseRegistriesConf, findRegistry } from '../../src/copy/index.js';
 import { parseManifest, type Digest, type Descriptor } from '../../src/oci/index.js';
+import { digestOf } from '../../src/oci/digest.js';
 
-const sha = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}` as Digest;
+const sha = (b: Buffer | string) => digestOf(b);
 
 async function readAll(s: Readable): Promise<Buffer> {
   const out: Buffer[] = [];

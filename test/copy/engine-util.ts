@@ -5,6 +5,9 @@ import { ROOT, sh } from '../helpers.js';
 
 export const BIN = join(ROOT, 'bin', 'tscopy.js');
 
+/** Plain HTTP on both sides (loopback test registries). */
+export const NOTLS = ['--src-tls-verify=false', '--dest-tls-verify=false'];
+
 /** Run tscopy; stdout, or throws with stderr. */
 export function tscopy(args: string[], env?: NodeJS.ProcessEnv): string {
   return sh(process.execPath, [BIN, ...args], env ? { env: { ...process.env, ...env } } : {});

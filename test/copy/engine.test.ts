@@ -6,19 +6,17 @@
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { cpSync, readFileSync, writeFileSync, existsSync, openSync, writeSync, closeSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { podmanImagesRemovedAfter, requireTool, sh, startDistribution, tempDir } from '../helpers.js';
 import { baseLayout, type BaseLayout } from '../fixtures/base.js';
 import { spawnRegistry } from '../registry/util.js';
-import { tscopy, tscopyFail } from './engine-util.js';
+import { NOTLS, tscopy, tscopyFail } from './engine-util.js';
 import { OciLayout, parseManifest, parseConfig, digestOf, MediaTypes, type Descriptor } from '../../src/oci/index.js';
 import { copyImage } from '../../src/copy/engine.js';
 import { openDestination, openSource, parseImageName } from '../../src/copy/transports/index.js';
 
-const sha = (b: string | Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-const NOTLS = ['--src-tls-verify=false', '--dest-tls-verify=false'];
+const sha = (b: Buffer | string) => digestOf(b);
 
 let base: BaseLayout;
 before(async () => {

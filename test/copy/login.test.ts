@@ -15,8 +15,9 @@ import { tempDir, requireTool, ROOT } from '../helpers.js';
 import { startWithUsers } from '../registry-prod/util.js';
 import { RegistryClient } from '../../src/copy/index.js';
 import { OciError, type Digest } from '../../src/oci/index.js';
+import { digestOf } from '../../src/oci/digest.js';
 
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}` as Digest;
+const sha = (b: Buffer | string) => digestOf(b);
 
 function run(cmd: string, args: string[], o: { env?: NodeJS.ProcessEnv; input?: string } = {}): { code: number; out: string; err: string } {
   const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...o.env }, input: o.input ?? '', timeout: 60_000 });

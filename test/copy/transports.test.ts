@@ -4,7 +4,6 @@
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, existsSync, writeFileSync, mkdirSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { requireTool, sh, tempDir } from '../helpers.js';
@@ -13,8 +12,9 @@ import { baseLayout, type BaseLayout } from '../fixtures/base.js';
 import { parseImageName } from '../../src/copy/transports/index.js';
 import { storeNames } from '../../src/copy/transports/tsbuild.js';
 import { OciLayout, parseManifest, parseConfig, type Digest } from '../../src/oci/index.js';
+import { digestOf } from '../../src/oci/digest.js';
 
-const sha = (b: string | Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const sha = (b: Buffer | string) => digestOf(b);
 
 function skopeoRaw(ref: string): string {
   return sh('skopeo', ['inspect', '--raw', ref]);
