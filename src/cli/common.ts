@@ -3,7 +3,7 @@
  * every temp dir, mount and child is released in `finally`), error printing and exit codes.
  * Only this layer maps error classes to exit codes.
  */
-import { TsimageError, UsageError, OciError, RunError, DockerfileError } from '../oci/errors.js';
+import { TsimageError, UsageError } from '../oci/errors.js';
 
 export const VERSION = '0.1.0';
 
@@ -53,17 +53,11 @@ export function exitCodeFor(err: unknown): number {
 
 /** Print `tool: message` (with the cause chain under --debug or TSIMAGE_DEBUG=1) and exit. */
 export function fail(tool: string, err: unknown): never {
+  // an interrupted command says so ("interrupted by SIGINT"), not what a stream's abort happened to throw
+  if (rootController.signal.aborted) err = rootController.signal.reason;
   const debug = process.argv.includes('--debug') || process.env.TSIMAGE_DEBUG === '1';
   if (debug) process.stderr.write(`${tool}: ${causeChain(err)}\n`);
-  else {
-    const msg =
-      err instanceof OciError || err instanceof RunError || err instanceof DockerfileError || err instanceof TsimageError
-        ? err.message
-        : err instanceof Error
-          ? err.message
-          : String(err);
-    process.stderr.write(`${tool}: ${msg}\n`);
-  }
+  else process.stderr.write(`${tool}: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(exitCodeFor(err));
 }
 

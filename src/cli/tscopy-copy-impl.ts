@@ -140,10 +140,6 @@ export function summaryLine(r: CopyResult): string {
 export async function copyCmd(srcArg: string, destArg: string, opts: Opts): Promise<number> {
   try {
     return await copyCmdInner(srcArg, destArg, opts);
-  } catch (e) {
-    // an interrupted copy says so (not "The operation was aborted" from a stream)
-    if (rootController.signal.aborted) throw rootController.signal.reason;
-    throw e;
   } finally {
     await closeTransports();
   }
@@ -209,10 +205,6 @@ interface InspectOutput {
 export async function inspectCmd(imageArg: string, opts: Opts): Promise<number> {
   try {
     return await inspectCmdInner(imageArg, opts);
-  } catch (e) {
-    // an interrupted copy says so (not "The operation was aborted" from a stream)
-    if (rootController.signal.aborted) throw rootController.signal.reason;
-    throw e;
   } finally {
     await closeTransports();
   }

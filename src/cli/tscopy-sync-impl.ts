@@ -14,10 +14,6 @@ const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : und
 export async function syncCmd(srcArg: string, destArg: string, opts: Opts): Promise<number> {
   try {
     return await syncCmdInner(srcArg, destArg, opts);
-  } catch (e) {
-    // an interrupted copy says so (not "The operation was aborted" from a stream)
-    if (rootController.signal.aborted) throw rootController.signal.reason;
-    throw e;
   } finally {
     await closeTransports();
   }
