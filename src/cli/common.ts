@@ -7,6 +7,9 @@ import { TsimageError, UsageError } from '../oci/errors.js';
 
 export const VERSION = '0.1.0';
 
+/** skopeo's `--tls-verify[=bool]` value: `false`, `0` or `no` is false, anything else (or no value) true. */
+export const parseBool = (v: string | undefined): boolean => v === undefined || v === '' || !/^(false|0|no)$/i.test(v);
+
 export const EXIT = { ok: 0, failure: 1, usage: 2, interrupted: 130 } as const;
 
 /** Aborted on the first SIGINT/SIGTERM; a second signal exits at once. */

@@ -1,6 +1,6 @@
 /** tsbuild: a Buildah-style image builder. Subcommands load their modules lazily. */
 import { Command, Option } from 'commander';
-import { runMain, VERSION } from './common.js';
+import { parseBool, runMain, VERSION } from './common.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
@@ -216,7 +216,7 @@ export function program(): Command {
     .option('-p, --password <password>', 'password (prefer --password-stdin)')
     .option('--password-stdin', 'read the password from stdin')
     .option('--get-login', 'print the user name stored for the registry and exit')
-    .option('--tls-verify [bool]', 'require HTTPS and verify certificates', (v: string | undefined) => v === undefined || v === '' || !/^(false|0|no)$/i.test(v))
+    .option('--tls-verify [bool]', 'require HTTPS and verify certificates', parseBool)
     .option('--authfile <path>', 'auth.json (default: $REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json)')
     .option('--cert-dir <dir>', 'certificates for the registry')
     .option('-v, --verbose', 'print the auth file used')

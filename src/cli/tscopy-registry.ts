@@ -3,9 +3,7 @@
  * Registration only: each action imports its implementation (and undici) lazily.
  */
 import { InvalidArgumentError, type Command } from 'commander';
-
-/** skopeo's `--tls-verify[=bool]`: unset lets registries.conf decide. */
-export const parseBool = (v: string | undefined): boolean => v === undefined || v === '' || !/^(false|0|no)$/i.test(v);
+import { parseBool } from './common.js';
 
 function registryFlags(c: Command, o: { creds?: boolean; retry?: boolean } = {}): Command {
   c.option('--tls-verify [bool]', 'require HTTPS and verify certificates (default: registries.conf decides; false allows plain HTTP)', parseBool)
