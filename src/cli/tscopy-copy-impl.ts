@@ -132,6 +132,7 @@ export async function runCopy(c: CliCopy, log: (s: string) => void): Promise<Cop
 export function summaryLine(r: CopyResult): string {
   const s = r.stats;
   const total = s.copied + s.skipped + s.mounted;
+  if (r.upToDate) return `Image already at the destination: manifest ${r.manifest.digest} (nothing copied, ${s.seconds.toFixed(2)} s)`;
   let line = `Copied ${humanBytes(s.bytes)} in ${s.seconds.toFixed(2)} s: ${total} blob${total === 1 ? '' : 's'} (${s.copied} copied, ${s.skipped} skipped, ${s.mounted} mounted); manifest ${r.manifest.digest}`;
   if (r.converted) line += ` (changed from ${r.sourceDigest}: ${r.conversions.join('; ')})`;
   return line;

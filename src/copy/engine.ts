@@ -3,10 +3,14 @@
  * ImageDestination, knowing nothing of transports.
  *
  * - Plan: read the top manifest (hooks.beforeWrite may refuse), pick the instances (--all: every child; else the
- *   platform's child of an index), read each image's config (small, verified) and decide per layer whether its
- *   compression changes (--dest-compress-format, or what the destination wants), and whether the manifest format
- *   changes (--format, or what the destination accepts). Nothing changes -> the manifest bytes are copied
- *   verbatim (digests preserved); something changes and --preserve-digests -> refused before any write.
+ *   platform's child of an index), read each image's config (small, verified) when a conversion may need its
+ *   diffIDs, and decide per layer whether its compression changes (--dest-compress-format, or what the
+ *   destination wants), and whether the manifest format changes (--format, or what the destination accepts).
+ *   Nothing changes -> the manifest bytes are copied verbatim (digests preserved); something changes and
+ *   --preserve-digests -> refused before any write.
+ * - Up to date: a verbatim copy to a tag that already names the manifest to write (one HEAD, sent alongside the
+ *   source manifest's GET) writes nothing and checks no blob: the registry or layout accepted that manifest with
+ *   its blobs (sync's rule for unchanged tags). afterManifest still runs (signatures added at the source since).
  * - Blobs: deduplicated, in parallel (fastq, --jobs) when the destination allows. Plain copies try reuse first
  *   (present: HEAD; mount from the source repository when both are in one registry) and then stream
  *   source -> progress -> destination (the destination verifies digest and size: the contract). Changed layers
@@ -107,6 +111,8 @@ export interface CopyResult {
   converted: boolean;
   /** Why the manifest changed, for messages. */
   conversions: string[];
+  /** The destination tag already named this manifest: nothing was written. */
+  upToDate: boolean;
   stats: CopyStats;
 }
 
@@ -125,10 +131,8 @@ interface ImagePlan {
   doc: ImageManifest;
   /** Target format; undefined = keep the manifest as it is. */
   format: ManifestFormat;
-  configBytes: Buffer;
-  configSrc: Descriptor;
-  /** The config as written (converted or not). */
-  configOut: { desc: Descriptor; bytes: Buffer };
+  /** The config as written (converted or not); bytes only when read (a verbatim copy streams it as a blob). */
+  configOut: { desc: Descriptor; bytes?: Buffer | undefined };
   layers: LayerJob[];
   changed: string[];
 }
@@ -199,6 +203,9 @@ export class CopyEngine {
   async run(): Promise<CopyResult> {
     const t0 = process.hrtime.bigint();
     const { src, dest, opts } = this;
+    // verbatim copy to a tag: what the tag names now, asked while the source manifest is read
+    const verbatim = !opts.format && !opts.destCompress && dest.tag !== undefined && dest.manifestDigest !== undefined;
+    const existing = verbatim ? dest.manifestDigest!(dest.tag!, this.io).catch(() => undefined) : undefined;
     const top = await src.manifest(undefined, this.io);
     const ctxBase = { src, dest, source: src, destination: dest, srcName: `${src.name}`, destName: `${dest.name}`, io: this.io, options: opts, sourceManifest: top };
     await opts.beforeWrite?.({ ...ctxBase, manifest: top });
@@ -207,6 +214,10 @@ export class CopyEngine {
     let written: ManifestBytes;
     let conversions: string[];
     let sourceDigest = top.digest;
+    const upToDate = async (m: ManifestBytes) =>
+      existing !== undefined && (await existing) === m.digest && (dest.caps.manifestTypes.length === 0 || dest.caps.manifestTypes.includes(m.mediaType));
+    // (an index without --all writes its platform's image under the tag, not the index: checked below)
+    if ((opts.all || !isIndexType(top.mediaType)) && (await upToDate(top))) return this.finish(t0, ctxBase, top, sourceDigest, [], true);
     if (isIndexType(top.mediaType)) {
       const idx = parseManifest(top.bytes, top.mediaType);
       if (idx.kind !== 'index') throw new TsimageError('internal: index expected');
@@ -222,6 +233,7 @@ export class CopyEngine {
           );
         const m = await src.manifest(child.digest, this.io);
         sourceDigest = m.digest;
+        if (await upToDate(m)) return this.finish(t0, ctxBase, m, sourceDigest, [], true);
         const plan = await this.plan(m, false);
         await this.copyBlobs([plan]);
         written = this.manifestFor(plan);
@@ -238,10 +250,21 @@ export class CopyEngine {
       throw new OciError('MANIFEST_INVALID', `${src.name}: unsupported manifest type ${top.mediaType}`);
     }
     this.reporter.message('Writing manifest to image destination');
-    await opts.afterManifest?.({ ...ctxBase, manifest: written, destManifest: written });
-    await dest.commit(this.io);
+    return this.finish(t0, ctxBase, written, sourceDigest, conversions, false);
+  }
+
+  private async finish(
+    t0: bigint,
+    ctxBase: Omit<CopyHookContext, 'manifest' | 'destManifest'>,
+    written: ManifestBytes,
+    sourceDigest: Digest,
+    conversions: string[],
+    upToDate: boolean,
+  ): Promise<CopyResult> {
+    await this.opts.afterManifest?.({ ...ctxBase, manifest: written, destManifest: written });
+    await this.dest.commit(this.io);
     this.stats.seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    return { manifest: written, sourceDigest, converted: written.digest !== sourceDigest, conversions, stats: { ...this.stats } };
+    return { manifest: written, sourceDigest, converted: written.digest !== sourceDigest, conversions, upToDate, stats: { ...this.stats } };
   }
 
   private topRef(m: ManifestBytes): string {
@@ -293,22 +316,30 @@ export class CopyEngine {
     const srcFormat = formatOf(m.mediaType);
     const format = forced ?? wantedFormat(m.mediaType, this.opts, this.dest, false);
     const changed: string[] = [];
-    const configBytes = await this.readConfig(doc.config);
     const isImage = CONFIG_TYPES.includes(doc.config.mediaType);
-    const diffIDs = isImage ? parseConfig(configBytes).rootfs.diff_ids : undefined;
-    let configOut = { desc: doc.config, bytes: configBytes };
+    const caps = this.dest.caps.layerCompression ?? 'preserve';
+    // The config's diffIDs matter only to a change of format or compression. A verbatim copy does not read it
+    // first (one round trip less before the blobs start): it travels as a blob, verified by the destination.
+    // (Like skopeo, a layer then counts as compressed by its media type, never by comparing diffID and digest.)
+    const needConfig =
+      format !== srcFormat ||
+      this.opts.destCompress !== undefined ||
+      caps === 'decompress' ||
+      (caps === 'compress' && doc.layers.some((l) => isImageLayerType(l.mediaType) && layerCompression(l.mediaType) === 'none'));
+    const configBytes = needConfig ? await this.readConfig(doc.config) : undefined;
+    const diffIDs = isImage && configBytes ? parseConfig(configBytes).rootfs.diff_ids : undefined;
+    let configOut: ImagePlan['configOut'] = { desc: doc.config, bytes: configBytes };
     if (format !== srcFormat) {
       if (!isImage) throw new UsageError(`${this.src.name}: cannot convert an artifact (config ${doc.config.mediaType}) to ${format === 'oci' ? 'OCI' : 'Docker schema 2'}`);
       if (doc.subject || doc.artifactType) throw new UsageError(`${this.src.name}: a manifest with a subject/artifactType cannot be converted to Docker schema 2`);
       changed.push(`${child ? 'instance ' : ''}manifest converted to ${format === 'oci' ? 'OCI' : 'Docker schema 2'}`);
       if (format === 'oci') {
-        const bytes = dockerConfigToOci(configBytes);
+        const bytes = dockerConfigToOci(configBytes!);
         configOut = { desc: { mediaType: MediaTypes.ociConfig, digest: digestOf(bytes), size: bytes.length }, bytes };
       } else {
         configOut = { desc: { mediaType: MediaTypes.dockerConfig, digest: doc.config.digest, size: doc.config.size }, bytes: configBytes };
       }
     }
-    const caps = this.dest.caps.layerCompression ?? 'preserve';
     const layers: LayerJob[] = doc.layers.map((l, i) => {
       if (!isImageLayerType(l.mediaType) || !isImage) {
         if (this.opts.destCompress) throw new UsageError(`${this.src.name}: cannot recompress ${l.mediaType} layer ${l.digest} (not an image layer)`);
@@ -328,7 +359,7 @@ export class CopyEngine {
     if (recompressed.length) changed.push(`${recompressed.length} layer(s) ${recompressed[0]!.to === 'none' ? 'decompressed' : `compressed with ${recompressed[0]!.to}`}`);
     else if (format === srcFormat && layers.some((l) => l.mediaType !== l.src.mediaType)) changed.push('layer media types changed');
     if (changed.length && this.opts.preserveDigests) throw this.preserveError(changed);
-    return { source: m, doc, format, configBytes, configSrc: doc.config, configOut, layers, changed };
+    return { source: m, doc, format, configOut, layers, changed };
   }
 
   private manifestFor(plan: ImagePlan): ManifestBytes {
@@ -371,7 +402,7 @@ export class CopyEngine {
     try {
       for (const plan of plans) {
         const c = plan.configOut;
-        add(`config|${c.desc.digest}`, () => this.copyConfig(c.desc, c.bytes, io));
+        add(`config|${c.desc.digest}`, () => (c.bytes ? this.copyConfig(c.desc, c.bytes, io) : this.copyPlain(c.desc, io, 'config')));
         for (const l of plan.layers) {
           if (l.src.urls?.length && l.from === l.to) {
             // Foreign layers stay where their URLs say (as skopeo does for registries).
@@ -426,12 +457,12 @@ export class CopyEngine {
     }
   }
 
-  private async copyPlain(d: Descriptor, io: Io): Promise<Descriptor> {
+  private async copyPlain(d: Descriptor, io: Io, kind: 'blob' | 'config' = 'blob'): Promise<Descriptor> {
     const inflight = this.opts.inflight;
-    if (!inflight) return this.copyPlainNow(d, io);
+    if (!inflight) return this.copyPlainNow(d, io, kind);
     const key = d.digest;
     for (let other = inflight.get(key); other; other = inflight.get(key)) await other.catch(() => undefined);
-    const mine = this.copyPlainNow(d, io);
+    const mine = this.copyPlainNow(d, io, kind);
     inflight.set(key, mine);
     try {
       return await mine;
@@ -440,10 +471,10 @@ export class CopyEngine {
     }
   }
 
-  private async copyPlainNow(d: Descriptor, io: Io): Promise<Descriptor> {
-    const reused = await this.tryReuse(d, 'blob', io);
+  private async copyPlainNow(d: Descriptor, io: Io, kind: 'blob' | 'config'): Promise<Descriptor> {
+    const reused = await this.tryReuse(d, kind, io);
     if (reused) return reused;
-    const bar = this.reporter.blob('blob', d);
+    const bar = this.reporter.blob(kind, d);
     try {
       // putBlob verifies digest and size (the contract): the source need not hash the same bytes again.
       const body = await this.src.blob(d, { ...io, verify: false });

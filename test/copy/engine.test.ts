@@ -62,8 +62,13 @@ describe('tscopy copy to and between registries', () => {
     // cross-repository mount within one registry, then the same repository again (everything present)
     const out2 = tscopy(['copy', ...NOTLS, `docker://${img}`, `docker://${reg.addr}/eng/other:v1`]);
     assert.match(out2, /\(0 copied, 0 skipped, 2 mounted\)/);
+    // the tag already names this manifest: one HEAD answers, nothing is written
     const out3 = tscopy(['copy', ...NOTLS, `docker://${img}`, `docker://${img}`]);
-    assert.match(out3, /\(0 copied, 2 skipped, 0 mounted\)/);
+    assert.match(out3, new RegExp(`Image already at the destination: manifest ${base.manifestDigest}`));
+    // another tag of the same repository: every blob is present (HEAD), only the manifest is written
+    const out4 = tscopy(['copy', ...NOTLS, `docker://${img}`, `docker://${reg.addr}/eng/base:v2`]);
+    assert.match(out4, /\(0 copied, 2 skipped, 0 mounted\)/);
+    assert.equal(sha(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.addr}/eng/base:v2`])), base.manifestDigest);
     // inspect: skopeo's fields and values
     const ours = JSON.parse(tscopy(['inspect', '--tls-verify=false', `docker://${img}`])) as Record<string, unknown>;
     const theirs = JSON.parse(sh('skopeo', ['inspect', '--tls-verify=false', `docker://${img}`])) as Record<string, unknown>;
@@ -73,7 +78,7 @@ describe('tscopy copy to and between registries', () => {
     assert.deepEqual((ours.LayersData as { Digest: string }[]).map((l) => l.Digest), theirs.Layers);
     assert.equal(
       tscopy(['inspect', '--tls-verify=false', '--format', '{{.Digest}} {{index .Labels "org.opencontainers.image.title"}} {{range .RepoTags}}<{{.}}>{{end}}', `docker://${img}`]).trim(),
-      `${base.manifestDigest} ${(theirs.Labels as Record<string, string>)['org.opencontainers.image.title']} <v1>`,
+      `${base.manifestDigest} ${(theirs.Labels as Record<string, string>)['org.opencontainers.image.title']} <v1><v2>`,
     );
     assert.equal(tscopy(['inspect', '--tls-verify=false', '--raw', '--config', `docker://${img}`]), sh('skopeo', ['inspect', '--tls-verify=false', '--raw', '--config', `docker://${img}`]));
     const d = tempDir(t, 'eng');
@@ -96,6 +101,13 @@ describe('tscopy copy to and between registries', () => {
     sh('skopeo', ['copy', '-q', '--all', '--src-tls-verify=false', `docker://${reg.addr}/m/all:1`, `oci:${join(d, 'back')}:x`]);
     tscopy(['copy', '-q', '--override-arch', 'arm64', ...NOTLS, `oci:${join(d, 'multi')}:multi`, `docker://${reg.addr}/m/one:1`]);
     assert.equal(sha(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.addr}/m/one:1`])), arm64.digest);
+    // --all again: the tag names the index already (up to date); one platform onto that tag: the tag moves to
+    // the platform's image (a tag naming the whole list is not "up to date" for a single-image copy)
+    assert.match(tscopy(['copy', '--all', ...NOTLS, `oci:${join(d, 'multi')}:multi`, `docker://${reg.addr}/m/all:1`]), /Image already at the destination/);
+    const one = tscopy(['copy', '--override-arch', 'arm64', ...NOTLS, `oci:${join(d, 'multi')}:multi`, `docker://${reg.addr}/m/all:1`]);
+    assert.doesNotMatch(one, /already at the destination/);
+    assert.equal(sha(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.addr}/m/all:1`])), arm64.digest);
+    assert.match(tscopy(['copy', '--override-arch', 'arm64', ...NOTLS, `oci:${join(d, 'multi')}:multi`, `docker://${reg.addr}/m/all:1`]), /Image already at the destination/);
     const info = JSON.parse(tscopy(['inspect', '--override-arch', 'arm64', `oci:${join(d, 'multi')}:multi`])) as { Digest: string; Architecture: string };
     assert.equal(info.Digest, index.digest);
     assert.equal(info.Architecture, 'arm64');

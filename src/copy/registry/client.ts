@@ -13,6 +13,7 @@
  * are read into memory, capped.
  */
 import { Readable } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
@@ -281,6 +282,11 @@ let undiciMod: Promise<{ Pool: typeof import('undici').Pool }> | undefined;
 const UNDICI_LIB = 'undici/lib/';
 const undici = () =>
   (undiciMod ??= (async () => {
+    // undici parses HTTP with llhttp compiled to WebAssembly. V8 tiers hot wasm functions up with TurboFan on a
+    // background thread, and a process cannot exit before that compile ends: 40-75 ms added to every short CLI
+    // command (a no-op copy took 230 ms, 170 without). Liftoff's baseline code pulls 250 MB as fast here (measured
+    // with bench/copy.bench.ts), so the tier-up buys nothing. Must be set before the module is compiled.
+    setFlagsFromString('--liftoff-only');
     try {
       const [pool, dispatcher, api] = await Promise.all(
         ['dispatcher/pool.js', 'dispatcher/dispatcher.js', 'api/index.js'].map((f) => import(UNDICI_LIB + f) as Promise<{ default: unknown }>),

@@ -155,10 +155,14 @@ export class DockerDestination implements ImageDestination {
 
   async tryReuse(d: Descriptor, io?: Io & { mountFrom?: readonly string[] | undefined }): Promise<ReuseResult> {
     const signal = signalOf(io, this.io);
-    const st = await this.client.statBlob(this.repo, d.digest, { signal });
+    const candidates = (io?.mountFrom ?? []).filter((from) => from !== this.repo);
+    // The first mount goes out with the HEAD, not after it (one round trip per blob instead of two; mounting a
+    // blob the repository already has is harmless). A failed mount attempt must not hide a present blob.
+    const first = candidates[0] !== undefined ? this.client.mountBlob(this.repo, d.digest, candidates[0], { signal }).catch(() => false) : undefined;
+    const st = await this.client.statBlob(this.repo, d.digest, { signal }).finally(() => first);
     if (st) return { kind: 'present', descriptor: { ...d, size: st.size >= 0 ? st.size : d.size } };
-    for (const from of io?.mountFrom ?? []) {
-      if (from === this.repo) continue;
+    if (first && (await first)) return { kind: 'mounted', descriptor: d, from: candidates[0]! };
+    for (const from of candidates.slice(1)) {
       if (await this.client.mountBlob(this.repo, d.digest, from, { signal })) return { kind: 'mounted', descriptor: d, from };
     }
     return { kind: 'absent' };
