@@ -246,25 +246,6 @@ export async function sync(srcArg: string, destArg: string, o: SyncOptions): Pro
   }
   const images = sources.map((s) => destFor(s, destArg, o));
   o.log(`Syncing ${images.length} image${images.length === 1 ? '' : 's'}${o.dryRun ? ' (dry run)' : ''}`);
-  // Up-to-date checks in parallel: source manifest digest vs one HEAD at the destination.
-  // o.upToDate (signatures added at the source later) runs here too, in parallel, for up-to-date images.
-  const state = new Map<SyncImage, { upToDate: boolean; digest?: Digest | undefined; error?: unknown; carryError?: unknown }>();
-  const check = fastq.promise(async (img: SyncImage) => {
-    try {
-      if (o.converting) return void state.set(img, { upToDate: false });
-      const srcName = await parseImageName(img.src);
-      const [expected, have] = await Promise.all([expectedDigest(srcName, img.srcOpen, o), currentDigest(img, o)]);
-      const want = expected.digest;
-      const upToDate = have !== undefined && have === want;
-      let carryError: unknown;
-      if (upToDate && o.upToDate && !o.dryRun)
-        await o.upToDate(srcName, await parseImageName(img.dest), img.srcOpen, expected.manifest).catch((e: unknown) => (carryError = e ?? new Error('failed')));
-      state.set(img, { upToDate, digest: want, carryError });
-    } catch (e) {
-      state.set(img, { upToDate: false, error: e });
-    }
-  }, o.checkJobs ?? 8);
-  await Promise.all(images.map((i) => check.push(i)));
   // Copies: a few images at a time (blobs shared between them are sent once: CopyOptions.inflight in o.copy).
   const copies = fastq.promise(async (img: SyncImage) => {
     o.log(`Copying ${img.src} to ${img.dest}`);
@@ -281,7 +262,42 @@ export async function sync(srcArg: string, destArg: string, o: SyncOptions): Pro
       if (!o.keepGoing) throw new TsimageError(`sync: copying ${img.src} to ${img.dest}: ${msg}`, { cause: e });
     }
   }, Math.max(1, o.imageJobs ?? 3));
+  // A changed image starts copying as soon as its check says so (the other checks go on meanwhile).
   const running: Promise<void>[] = [];
+  const startCopy = (img: SyncImage) => {
+    const p = copies.push(img);
+    p.catch(() => undefined); // settled below (allSettled); never an unhandled rejection meanwhile
+    running.push(p);
+  };
+  // Up-to-date checks in parallel: source manifest digest vs one HEAD at the destination.
+  // o.upToDate (signatures added at the source later) runs here too, in parallel, for up-to-date images.
+  const state = new Map<SyncImage, { upToDate: boolean; digest?: Digest | undefined; error?: unknown; carryError?: unknown }>();
+  const check = fastq.promise(async (img: SyncImage) => {
+    try {
+      if (o.converting) {
+        state.set(img, { upToDate: false });
+        if (!o.dryRun) startCopy(img);
+        return;
+      }
+      const srcName = await parseImageName(img.src);
+      const [expected, have] = await Promise.all([expectedDigest(srcName, img.srcOpen, o), currentDigest(img, o)]);
+      const want = expected.digest;
+      const upToDate = have !== undefined && have === want;
+      let carryError: unknown;
+      if (upToDate && o.upToDate && !o.dryRun)
+        await o.upToDate(srcName, await parseImageName(img.dest), img.srcOpen, expected.manifest).catch((e: unknown) => (carryError = e ?? new Error('failed')));
+      state.set(img, { upToDate, digest: want, carryError });
+      if (!upToDate && !o.dryRun) startCopy(img);
+    } catch (e) {
+      state.set(img, { upToDate: false, error: e });
+    }
+  }, o.checkJobs ?? 8);
+  await Promise.all(images.map((i) => check.push(i)));
+  // a failure reported below stops the copies already started before it is thrown
+  const stopCopies = async () => {
+    copies.kill();
+    await Promise.allSettled(running);
+  };
   for (const img of images) {
     o.signal?.throwIfAborted();
     const st = state.get(img)!;
@@ -290,7 +306,10 @@ export async function sync(srcArg: string, destArg: string, o: SyncOptions): Pro
       const msg = (st.error as Error)?.message ?? String(st.error);
       summary.failures.push({ image: img.src, error: msg });
       o.log(`Failed ${img.src}: ${msg}`);
-      if (!o.keepGoing) throw st.error;
+      if (!o.keepGoing) {
+        await stopCopies();
+        throw st.error;
+      }
       continue;
     }
     if (st.upToDate) {
@@ -298,21 +317,26 @@ export async function sync(srcArg: string, destArg: string, o: SyncOptions): Pro
       o.log(`Skipping ${img.src}: ${img.dest} is up to date (${st.digest})`);
       if (st.carryError !== undefined) {
         const e = st.carryError;
-        if (o.signal?.aborted) throw e;
+        if (o.signal?.aborted) {
+          await stopCopies();
+          throw e;
+        }
         const msg = `signatures/referrers: ${(e as Error)?.message ?? String(e)}`;
         summary.failures.push({ image: img.src, error: msg });
         summary.failed++;
         o.log(`Failed ${img.src}: ${msg}`);
-        if (!o.keepGoing) throw new TsimageError(`sync: ${img.src}: ${msg}`, { cause: e });
+        if (!o.keepGoing) {
+          await stopCopies();
+          throw new TsimageError(`sync: ${img.src}: ${msg}`, { cause: e });
+        }
       }
       continue;
     }
     if (o.dryRun) {
       summary.copied++;
       o.log(`Would copy ${img.src} to ${img.dest}`);
-      continue;
     }
-    running.push(copies.push(img));
+    // (not up to date: its copy started when the check ended)
   }
   const settled = await Promise.allSettled(running);
   const firstFailure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
