@@ -277,9 +277,9 @@ export interface UploadStats {
 let undiciMod: Promise<{ Pool: typeof import('undici').Pool }> | undefined;
 /**
  * undici's Pool only (its index also loads fetch, WebSocket, cookies...: ~3x the start-up time of a CLI copy).
- * A computed specifier keeps tsc from looking for types of the deep path; the class is the same.
+ * The deep paths have no types (src/copy/registry/undici-lib.d.ts declares them); the class is the same.
+ * Literal specifiers, so that scripts/bundle.mjs can bundle them.
  */
-const UNDICI_LIB = 'undici/lib/';
 const undici = () =>
   (undiciMod ??= (async () => {
     // undici parses HTTP with llhttp compiled to WebAssembly. V8 tiers hot wasm functions up with TurboFan on a
@@ -288,9 +288,11 @@ const undici = () =>
     // with bench/copy.bench.ts), so the tier-up buys nothing. Must be set before the module is compiled.
     setFlagsFromString('--liftoff-only');
     try {
-      const [pool, dispatcher, api] = await Promise.all(
-        ['dispatcher/pool.js', 'dispatcher/dispatcher.js', 'api/index.js'].map((f) => import(UNDICI_LIB + f) as Promise<{ default: unknown }>),
-      );
+      const [pool, dispatcher, api] = await Promise.all([
+        import('undici/lib/dispatcher/pool.js'),
+        import('undici/lib/dispatcher/dispatcher.js'),
+        import('undici/lib/api/index.js'),
+      ]);
       // what undici's index does: request/stream/pipeline... on every dispatcher
       Object.assign((dispatcher!.default as { prototype: object }).prototype, api!.default);
       return { Pool: pool!.default as typeof import('undici').Pool };
