@@ -7,7 +7,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -161,6 +161,44 @@ for (const mode of ['token', 'basic'] as const) {
       writeFileSync(join(dir, 'x'), '');
       assert.equal(tscopy(['logout', '--all', '--authfile', theirs], { env }).code, 0);
       assert.deepEqual(JSON.parse(readFileSync(theirs, 'utf8')).auths, {});
+    });
+    it('credential helpers: credHelpers / credsStore in auth.json run docker-credential-<name> get', async (t) => {
+      const { reg, dir, env } = await setup(t, mode);
+      const A = reg.addr;
+      const alice = new RegistryClient(A, { tlsVerify: false, creds: 'alice:alice-secret' });
+      t.after(() => alice.close());
+      await pushImage(alice, 'team/app', 'v1');
+      // a real helper program on $PATH (the protocol: server on stdin, JSON on stdout); it logs what it was asked
+      const bin = join(dir, 'helpers');
+      mkdirSync(bin);
+      const log = join(dir, 'helper.log');
+      writeFileSync(
+        join(bin, 'docker-credential-tstest'),
+        `#!/bin/sh\n[ "$1" = get ] || exit 2\nread server\necho "$server" >> ${log}\n` +
+          `if [ "$server" = "${A}" ]; then echo '{"ServerURL":"${A}","Username":"alice","Secret":"alice-secret"}'; else echo 'credentials not found in native keychain'; exit 1; fi\n`,
+        { mode: 0o755 },
+      );
+      const henv = { ...env, PATH: `${bin}:${process.env.PATH}` };
+      const viaHelpers = join(dir, 'helpers.json');
+      writeFileSync(viaHelpers, JSON.stringify({ credHelpers: { [A]: 'tstest' } }));
+      const tags = tscopy(['list-tags', '--tls-verify=false', '--authfile', viaHelpers, `docker://${A}/team/app`], { env: henv });
+      assert.equal(tags.code, 0, tags.err);
+      assert.deepEqual((JSON.parse(tags.out) as { Tags: string[] }).Tags, ['v1']);
+      assert.equal(readFileSync(log, 'utf8').trim(), A);
+      // credsStore: the default helper for registries without an entry of their own
+      const viaStore = join(dir, 'store.json');
+      writeFileSync(viaStore, JSON.stringify({ auths: { [A]: {} }, credsStore: 'tstest' }));
+      assert.equal(tscopy(['inspect', '--raw', '--tls-verify=false', '--authfile', viaStore, `docker://${A}/team/app:v1`], { env: henv }).code, 0);
+      // the helper has nothing for this registry: anonymous, refused by the registry
+      writeFileSync(viaHelpers, JSON.stringify({ credHelpers: { [A]: 'tstest' } }).replace(A, A.replace('127.0.0.1', 'localhost')));
+      const none = tscopy(['list-tags', '--tls-verify=false', '--authfile', viaHelpers, `docker://${A.replace('127.0.0.1', 'localhost')}/team/app`], { env: henv });
+      assert.notEqual(none.code, 0);
+      assert.match(none.err, /401|unauthorized|authentication required|denied/i);
+      // a helper that is not installed is named in the error
+      writeFileSync(viaHelpers, JSON.stringify({ credHelpers: { [A]: 'missing' } }));
+      const missing = tscopy(['list-tags', '--tls-verify=false', '--authfile', viaHelpers, `docker://${A}/team/app`], { env: henv });
+      assert.notEqual(missing.code, 0);
+      assert.match(missing.err, /docker-credential-missing is not installed/);
     });
   });
 }

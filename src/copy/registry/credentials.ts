@@ -9,10 +9,17 @@
  *
  * Keys are `host[:port]` or `host[:port]/namespace/repo` (the most specific match wins), and the legacy
  * `https://host/v1/` forms docker wrote. Entries are `{ "auth": base64("user:password") }` or
- * `{ "identitytoken": "..." }`. Credential helpers (`credHelpers`, `credsStore`) are not run.
+ * `{ "identitytoken": "..." }`.
+ *
+ * Credential helpers, as docker and containers/image run them: a file's `credHelpers[host]` names the helper for that
+ * registry (asked before the file's `auths`), its `credsStore` the helper for every registry it has no entry for
+ * (asked after). `docker-credential-<name> get` reads the server (`host[:port]`) on stdin and prints
+ * `{"ServerURL","Username","Secret"}` (Username `<token>`: Secret is an identity token); "credentials not found"
+ * means none. Helpers are looked up on $PATH and run synchronously (a CLI asks once per registry).
  */
 import { mkdir, readFile, rename, rm, writeFile, open } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { TsimageError, UsageError } from './oci.js';
@@ -66,7 +73,35 @@ interface AuthEntry {
 }
 interface AuthDoc {
   auths?: Record<string, AuthEntry>;
+  credHelpers?: Record<string, string>;
+  credsStore?: string;
   [k: string]: unknown;
+}
+
+/** Ask `docker-credential-<helper> get` for `server`'s credentials (undefined: the helper has none). */
+export function credentialsFromHelper(helper: string, server: string, where: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
+  if (!/^[A-Za-z0-9._-]+$/.test(helper)) throw new TsimageError(`${where}: credential helper name ${JSON.stringify(helper)} is not valid`);
+  const prog = `docker-credential-${helper}`;
+  const r = spawnSync(prog, ['get'], { input: server, encoding: 'utf8', env, timeout: 60_000 });
+  if (r.error) {
+    const code = (r.error as NodeJS.ErrnoException).code;
+    throw new TsimageError(`${where}: credential helper ${prog} ${code === 'ENOENT' ? 'is not installed (not on $PATH)' : `failed: ${r.error.message}`}`, { cause: r.error });
+  }
+  const out = `${r.stdout}`.trim();
+  if (r.status !== 0) {
+    if (/credentials not found/i.test(`${out} ${r.stderr}`)) return undefined;
+    throw new TsimageError(`${where}: credential helper ${prog} get exited ${r.status}: ${(out || `${r.stderr}`).trim().slice(0, 300)}`);
+  }
+  let doc: { Username?: unknown; Secret?: unknown };
+  try {
+    doc = JSON.parse(out) as typeof doc;
+  } catch {
+    throw new TsimageError(`${where}: credential helper ${prog} printed something that is not JSON`);
+  }
+  if (typeof doc.Secret !== 'string' || doc.Secret === '') return undefined;
+  const username = typeof doc.Username === 'string' ? doc.Username : '';
+  const source = `${where} (${prog})`;
+  return username === '<token>' ? { identityToken: doc.Secret, source } : { username, password: doc.Secret, source };
 }
 
 function readDoc(path: string): AuthDoc | undefined {
@@ -120,8 +155,17 @@ export function lookupCredentials(registry: string, repository?: string, o: Auth
   const want = normalizeAuthKey(registry);
   for (const path of authFileCandidates(o)) {
     const doc = readDoc(path);
-    if (!doc?.auths || typeof doc.auths !== 'object') continue;
-    const entries = Object.entries(doc.auths).map(([k, v]) => [normalizeAuthKey(k), v] as const);
+    if (!doc) continue;
+    const helpers = doc.credHelpers && typeof doc.credHelpers === 'object' ? Object.entries(doc.credHelpers).map(([k, v]) => [normalizeAuthKey(k), v] as const) : [];
+    const helper = helpers.find(([k]) => k === want)?.[1];
+    // docker's helpers know Docker Hub by its v1 URL
+    const server = want === 'docker.io' ? 'https://index.docker.io/v1/' : want;
+    if (typeof helper === 'string') {
+      const c = credentialsFromHelper(helper, server, path, o.env ?? process.env);
+      if (c) return c;
+      continue;
+    }
+    const entries = Object.entries(doc.auths && typeof doc.auths === 'object' ? doc.auths : {}).map(([k, v]) => [normalizeAuthKey(k), v] as const);
     // most specific first: host/ns/repo, host/ns, host
     const keys: string[] = [];
     if (repository) {
@@ -135,6 +179,10 @@ export function lookupCredentials(registry: string, repository?: string, o: Auth
         const c = decodeEntry(hit[1] ?? {}, `${path} (${key})`);
         if (c) return c;
       }
+    }
+    if (typeof doc.credsStore === 'string' && doc.credsStore) {
+      const c = credentialsFromHelper(doc.credsStore, server, path, o.env ?? process.env);
+      if (c) return c;
     }
   }
   return undefined;
