@@ -1071,6 +1071,7 @@ export class RegistryClient {
     let sent = 0;
     let failures = 0;
     let restarts = io.restarts ?? 0;
+    let resumed = false;
     async function* counted(src: AsyncIterable<Uint8Array>, from: number): AsyncGenerator<Uint8Array> {
       let pos = from;
       for await (const c of src) {
@@ -1120,6 +1121,7 @@ export class RegistryClient {
             offset = 0;
           } else {
             this.stats.resumedUploads++;
+            resumed = true;
             loc = st.location;
             offset = st.offset;
           }
@@ -1130,7 +1132,18 @@ export class RegistryClient {
         const got = hasher.digest();
         if (got !== expect.digest) throw new DigestMismatchError(expect.digest, got, `blob uploaded to ${this.registry}/${repo}`);
       }
-      await this.finishUpload(repo, loc, expect.digest, signal);
+      try {
+        await this.finishUpload(repo, loc, expect.digest, signal);
+      } catch (e) {
+        // A registry killed mid-PATCH may report an offset past what it really kept: the resumed upload then has
+        // the right size and the wrong digest. The source is fine (it was verified or is re-read): send it again
+        // from byte 0 in a new session, once per allowed retry.
+        if (!resumed || !(e instanceof OciError) || e.code !== 'DIGEST_INVALID' || restarts >= this.retryTimes || signal?.aborted) throw e;
+        this.stats.restartedUploads++;
+        await this.cancelUpload(repo, loc);
+        loc = '';
+        return await this.putBlobStreaming(repo, expect, await reopen(0), { ...io, restarts: restarts + 1 }, what);
+      }
       loc = '';
       return { digest: expect.digest, size: expect.size };
     } finally {
