@@ -3,12 +3,25 @@
  * unverified TLS allowed) and which are blocked. Files: `$CONTAINERS_REGISTRIES_CONF` or
  * `/etc/containers/registries.conf`, then `registries.conf.d/*.conf` beside it in name order (later files
  * override earlier entries with the same prefix, as containers/image does). V2 format
- * (`[[registry]] prefix/location/insecure/blocked`) and the V1 tables
- * (`[registries.insecure] registries = [...]`, `[registries.block]`).
+ * (`[[registry]] prefix/location/insecure/blocked/mirror-by-digest-only` with `[[registry.mirror]]
+ * location/insecure/pull-from-mirror`) and the V1 tables (`[registries.insecure] registries = [...]`,
+ * `[registries.block]`).
+ *
+ * Rewriting and mirrors (pullSources/pushLocation): a name under an entry's prefix is rewritten to its location
+ * (`prefix = "example.com/foo"`, `location = "internal:5000/bar"`: example.com/foo/app -> internal:5000/bar/app);
+ * pulls try the entry's mirrors first, in order (those whose pull-from-mirror admits a tag or digest name), then
+ * the location; pushes go to the location only.
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { TsimageError } from './oci.js';
+
+export interface RegistryMirror {
+  location: string;
+  insecure: boolean;
+  /** Which names may be pulled from this mirror (default all). */
+  pullFromMirror: 'all' | 'digest-only' | 'tag-only';
+}
 
 export interface RegistryEntry {
   /** What the entry matches: `host[:port][/ns...]` or `*.domain`. */
@@ -16,6 +29,7 @@ export interface RegistryEntry {
   location: string;
   insecure: boolean;
   blocked: boolean;
+  mirrors: RegistryMirror[];
   source: string;
 }
 
@@ -64,11 +78,25 @@ export async function parseRegistriesConf(text: string, source: string): Promise
       const location = typeof r.location === 'string' ? r.location : '';
       const prefix = typeof r.prefix === 'string' && r.prefix ? r.prefix : location;
       if (!prefix) throw new TsimageError(`${where}: needs "location" or "prefix"`);
+      if (prefix.startsWith('*.') && location) throw new TsimageError(`${where}: a wildcard prefix (${prefix}) cannot have a location`);
+      const byDigestOnly = asBool(r['mirror-by-digest-only'], `${where} mirror-by-digest-only`);
+      const mirrors: RegistryMirror[] = [];
+      const ms = r.mirror;
+      if (ms !== undefined && !Array.isArray(ms)) throw new TsimageError(`${where}: "mirror" must be an array of tables ([[registry.mirror]])`);
+      (ms ?? []).forEach((m: Record<string, unknown>, j: number) => {
+        const mw = `${where} mirror #${j + 1}`;
+        if (typeof m.location !== 'string' || !m.location) throw new TsimageError(`${mw}: needs "location"`);
+        const pfm = m['pull-from-mirror'] ?? 'all';
+        if (pfm !== 'all' && pfm !== 'digest-only' && pfm !== 'tag-only') throw new TsimageError(`${mw}: pull-from-mirror must be "all", "digest-only" or "tag-only", not ${JSON.stringify(pfm)}`);
+        if (byDigestOnly && pfm !== 'all') throw new TsimageError(`${mw}: pull-from-mirror cannot be combined with mirror-by-digest-only`);
+        mirrors.push({ location: m.location.replace(/\/+$/, ''), insecure: asBool(m.insecure, `${mw} insecure`), pullFromMirror: byDigestOnly ? 'digest-only' : pfm });
+      });
       out.push({
         prefix: prefix.replace(/\/+$/, ''),
         location: location.replace(/\/+$/, ''),
         insecure: asBool(r.insecure, `${where} insecure`),
         blocked: asBool(r.blocked, `${where} blocked`),
+        mirrors,
         source,
       });
     });
@@ -87,7 +115,7 @@ export async function parseRegistriesConf(text: string, source: string): Promise
         if (typeof l !== 'string') continue;
         const existing = out.find((e) => e.prefix === l);
         if (existing) existing[flag] = true;
-        else out.push({ prefix: l, location: l, insecure: flag === 'insecure', blocked: flag === 'blocked', source });
+        else out.push({ prefix: l, location: l, insecure: flag === 'insecure', blocked: flag === 'blocked', mirrors: [], source });
       }
     }
   }
@@ -152,4 +180,41 @@ export async function isInsecureRegistry(host: string, env: NodeJS.ProcessEnv = 
 export async function isBlockedRegistry(hostAndRepo: string, env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
   const conf = await loadRegistriesConf(env);
   return findRegistry(conf, hostAndRepo)?.blocked ?? false;
+}
+
+/** One place to pull a name from: `host[:port]/repo` (rewritten), and whether plain HTTP / unverified TLS is allowed. */
+export interface PullSource {
+  /** `host[:port]/path` to use instead of the name's own repository. */
+  repository: string;
+  insecure: boolean;
+  /** A mirror (not the entry's location). */
+  mirror: boolean;
+}
+
+function rewrite(e: RegistryEntry, to: string, repoName: string): string {
+  if (e.prefix.startsWith('*.') || !to) return repoName;
+  return `${to}${repoName.slice(e.prefix.length)}`;
+}
+
+/**
+ * Where to pull `host/repo` from (containers/image PullSourcesFromReference): the matching entry's mirrors that
+ * admit this kind of name (by digest or by tag), in order, then its location (the name itself when no entry
+ * matches or the entry has no location).
+ */
+export async function pullSources(repoName: string, byDigest: boolean, env: NodeJS.ProcessEnv = process.env): Promise<PullSource[]> {
+  const e = findRegistry(await loadRegistriesConf(env), repoName);
+  if (!e) return [{ repository: repoName, insecure: false, mirror: false }];
+  const out: PullSource[] = [];
+  for (const m of e.mirrors) {
+    if ((m.pullFromMirror === 'digest-only' && !byDigest) || (m.pullFromMirror === 'tag-only' && byDigest)) continue;
+    out.push({ repository: rewrite(e, m.location, repoName), insecure: m.insecure, mirror: true });
+  }
+  out.push({ repository: rewrite(e, e.location, repoName), insecure: e.insecure, mirror: false });
+  return out;
+}
+
+/** Where a push of `host/repo` goes: the matching entry's location (prefix rewriting), never a mirror. */
+export async function pushLocation(repoName: string, env: NodeJS.ProcessEnv = process.env): Promise<PullSource> {
+  const all = await pullSources(repoName, false, env);
+  return all[all.length - 1]!;
 }

@@ -18,7 +18,7 @@ import {
   type Io,
 } from '../registry/oci.js';
 import type { PutBlobInfo, PutBlobIo as TransportPutBlobIo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, OpenOptions, ReuseResult, Transport } from '../types.js';
-import { isBlockedRegistry } from '../registry/registries.js';
+import { isBlockedRegistry, pullSources, pushLocation, type PullSource } from '../registry/registries.js';
 import { registryClient, type BlobUploadIo, type RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 
 export class DockerImageName implements ImageName {
@@ -92,19 +92,30 @@ function signalOf(...ios: (Io | undefined)[]): AbortSignal | undefined {
 }
 
 export class DockerSource implements ImageSource {
+  /** The top manifest, when opening already fetched it (trying mirrors). */
+  private first: ManifestBytes | undefined;
+
+  /** `at`: where the bytes come from (a mirror, or the location registries.conf rewrites the name to). */
   constructor(
     readonly name: DockerImageName,
     readonly client: RegistryClient,
     private readonly io: Io = {},
+    readonly at: ImageReference = name.ref,
   ) {}
 
   private get repo(): string {
-    return this.name.ref.repository;
+    return this.at.repository;
   }
 
   async manifest(instance?: Digest, io?: Io): Promise<ManifestBytes> {
+    if (instance === undefined && this.first) return this.first;
     const ref = instance ?? this.name.ref.digest ?? this.name.ref.tag ?? 'latest';
     return this.client.getManifest(this.repo, ref, { signal: signalOf(io, this.io) });
+  }
+
+  /** Fetch the top manifest now (a pull source that does not have the image fails here, and the next is tried). */
+  async prime(io?: Io): Promise<void> {
+    this.first = await this.manifest(undefined, io);
   }
 
   async blob(d: Descriptor, io?: Io & { start?: number | undefined; verify?: boolean | undefined }): Promise<Readable> {
@@ -137,16 +148,18 @@ const CAPS: DestinationCaps = { manifestTypes: ALL_MANIFEST_TYPES, parallelPuts:
 
 export class DockerDestination implements ImageDestination {
   readonly caps = CAPS;
+  /** `at`: where the image goes (the location registries.conf rewrites the name to; never a mirror). */
   constructor(
     readonly name: DockerImageName,
     readonly client: RegistryClient,
     private readonly io: Io = {},
+    readonly at: ImageReference = name.ref,
   ) {
-    client.wantPush(name.ref.repository);
+    client.wantPush(at.repository);
   }
 
   private get repo(): string {
-    return this.name.ref.repository;
+    return this.at.repository;
   }
 
   get tag(): string | undefined {
@@ -210,10 +223,19 @@ export function dockerClient(name: ImageName, opts?: OpenOptions): RegistryClien
   return registryClient(nameOf(name).ref.registry, clientOptions(opts));
 }
 
+const envOf = (opts?: OpenOptions) => (opts as { env?: NodeJS.ProcessEnv } | undefined)?.env;
+
 /** registries.conf `blocked = true`: refuse before any request (containers/image does the same). */
 async function refuseBlocked(n: DockerImageName, opts?: OpenOptions): Promise<void> {
-  const env = (opts as { env?: NodeJS.ProcessEnv } | undefined)?.env;
-  if (await isBlockedRegistry(repositoryName(n.ref), env)) throw new UsageError(`registry ${n.ref.registry} is blocked in registries.conf (${n.toString()})`);
+  if (await isBlockedRegistry(repositoryName(n.ref), envOf(opts))) throw new UsageError(`registry ${n.ref.registry} is blocked in registries.conf (${n.toString()})`);
+}
+
+/** The name's reference moved to `repository` (`host/path`), same tag or digest; and its client. */
+function placed(n: DockerImageName, where: PullSource, opts?: OpenOptions): { at: ImageReference; client: RegistryClient } {
+  const at = parseReference(`${where.repository}${n.ref.digest ? `@${n.ref.digest}` : `:${n.ref.tag ?? 'latest'}`}`);
+  // registries.conf's insecure for this location or mirror, unless the command line said otherwise
+  const tlsVerify = opts?.tlsVerify ?? (where.insecure ? false : undefined);
+  return { at, client: registryClient(at.registry, clientOptions({ ...opts, tlsVerify })) };
 }
 
 export const dockerTransport: Transport = {
@@ -222,11 +244,35 @@ export const dockerTransport: Transport = {
   async source(name: ImageName, opts?: OpenOptions): Promise<ImageSource> {
     const n = nameOf(name);
     await refuseBlocked(n, opts);
-    return new DockerSource(n, dockerClient(n, opts), { signal: opts?.signal });
+    const io = { signal: opts?.signal };
+    const sources = await pullSources(repositoryName(n.ref), n.ref.digest !== undefined, envOf(opts));
+    if (sources.length === 1 && sources[0]!.repository === repositoryName(n.ref)) return new DockerSource(n, dockerClient(n, opts), io);
+    // registries.conf mirrors (then the location): the first that serves the manifest is the source
+    const failures: string[] = [];
+    let last: unknown;
+    for (const where of sources) {
+      const { at, client } = placed(n, where, opts);
+      const src = new DockerSource(n, client, io, at);
+      if (sources.length === 1) return src;
+      try {
+        await src.prime(io);
+        return src;
+      } catch (e) {
+        if (opts?.signal?.aborted) throw e;
+        last = e;
+        failures.push(`${where.mirror ? 'mirror ' : ''}${formatReference(at)}: ${(e as Error).message}`);
+      }
+    }
+    const code = last instanceof OciError ? last.code : 'UNAVAILABLE';
+    throw new OciError(code, `${n}: no pull source has it (registries.conf): ${failures.join('; ')}`, { cause: last, temporary: false });
   },
   async destination(name: ImageName, opts?: OpenOptions): Promise<ImageDestination> {
     const n = nameOf(name);
     await refuseBlocked(n, opts);
-    return new DockerDestination(n, dockerClient(n, opts), { signal: opts?.signal });
+    const io = { signal: opts?.signal };
+    const where = await pushLocation(repositoryName(n.ref), envOf(opts));
+    if (where.repository === repositoryName(n.ref)) return new DockerDestination(n, dockerClient(n, opts), io);
+    const { at, client } = placed(n, where, opts);
+    return new DockerDestination(n, client, io, at);
   },
 };
