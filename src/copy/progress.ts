@@ -74,29 +74,30 @@ export function ttyReporter(out: NodeJS.WriteStream = process.stdout): CopyRepor
       stream: out,
       clearOnComplete: false,
       hideCursor: true,
-      format: 'Copying {kind} {short} [{bar}] {valueH} / {totalH} {status}',
-      barsize: 30,
+      // fits 80 columns (cli-progress cuts longer lines): sizes while running, the outcome when done
+      format: 'Copying {kind} {short} [{bar}] {sizes} {status}',
+      barsize: 16,
       autopadding: true,
-      formatValue: (v, _o, type) => (type === 'value' || type === 'total' ? humanBytes(v) : String(v)),
     },
     cp.Presets.shades_grey,
   );
   return {
     blob(kind, d) {
       const short = d.digest.slice(7, 19);
-      const bar = multi.create(d.size || 1, 0, { kind, short, valueH: humanBytes(0), totalH: humanBytes(d.size), status: '' });
+      const total = humanBytes(d.size);
+      const bar = multi.create(d.size || 1, 0, { kind, short, sizes: `${humanBytes(0)} / ${total}`, status: '' });
       let v = 0;
       return {
         tick(n) {
           v += n;
-          bar.update(v, { valueH: humanBytes(v) });
+          bar.update(v, { sizes: `${humanBytes(v)} / ${total}` });
         },
         done(outcome, detail) {
-          bar.update(d.size || 1, { valueH: humanBytes(d.size), status: outcomeText(outcome, detail) });
+          bar.update(d.size || 1, { sizes: total, status: outcomeText(outcome, detail) });
           bar.stop();
         },
         fail(err) {
-          bar.update(v, { status: `failed: ${(err as Error)?.message ?? String(err)}` });
+          bar.update(v, { sizes: `${humanBytes(v)} / ${total}`, status: `failed: ${(err as Error)?.message ?? String(err)}` });
           bar.stop();
         },
       };
