@@ -33,11 +33,25 @@ export function platformFrom(opts: Opts): Platform | undefined {
   return normalizePlatform(out);
 }
 
+/** skopeo's credential flags: --creds, or --username/--password, or --no-creds (one of them). */
+function credsFrom(opts: Opts, k: (name: string) => string, flag: (name: string) => string): { creds?: string | undefined; noCreds?: boolean } {
+  const creds = str(opts[k('creds')]);
+  const user = str(opts[k('username')]);
+  const password = str(opts[k('password')]);
+  // commander's --no-creds sets creds=false (inspect); --src-no-creds sets srcNoCreds=true
+  const noCreds = opts[k('noCreds')] === true || opts[k('creds')] === false;
+  if ((user !== undefined) !== (password !== undefined)) throw new UsageError(`${flag('username')} and ${flag('password')} go together`);
+  if ([creds !== undefined, user !== undefined, noCreds].filter(Boolean).length > 1)
+    throw new UsageError(`${flag('creds')}, ${flag('username')}/${flag('password')} and ${flag('no-creds')} are mutually exclusive`);
+  if (noCreds) return { noCreds: true };
+  return { creds: creds ?? (user !== undefined ? `${user}:${password}` : undefined) };
+}
+
 export function openOptions(opts: Opts, side: 'src' | 'dest' | ''): OpenOptions {
   const k = (name: string) => (side ? `${side}${name[0]!.toUpperCase()}${name.slice(1)}` : name);
   return {
     signal: rootController.signal,
-    creds: str(opts[k('creds')]),
+    ...credsFrom(opts, k, (name) => `--${side ? `${side}-` : ''}${name}`),
     registryToken: str(opts[k('registryToken')]),
     tlsVerify: typeof opts[k('tlsVerify')] === 'boolean' ? (opts[k('tlsVerify')] as boolean) : undefined,
     authfile: str(opts[k('authfile')]) ?? str(opts.authfile),
@@ -149,6 +163,10 @@ export async function copyCmd(srcArg: string, destArg: string, opts: Opts): Prom
 async function copyCmdInner(srcArg: string, destArg: string, opts: Opts): Promise<number> {
   const src = await parseImageName(srcArg);
   const dest = await parseImageName(destArg);
+  const multiArch = str(opts.multiArch);
+  if (multiArch === 'system' && opts.all === true) throw new UsageError('--all and --multi-arch system contradict each other');
+  if (opts.destDecompress === true && (opts.destCompressFormat !== undefined || opts.destCompressLevel !== undefined))
+    throw new UsageError('--dest-decompress and --dest-compress-format/--dest-compress-level contradict each other');
   const reporter = cliReporter({ quiet: opts.quiet === true });
   const log = (s: string) => (opts.quiet ? process.stderr.write(`${s}\n`) : reporter.message(s));
   const destOpen: OpenOptions = { ...openOptions(opts, 'dest'), additionalTags: Array.isArray(opts.additionalTag) ? (opts.additionalTag as string[]) : undefined };
@@ -158,10 +176,13 @@ async function copyCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
   const hooks = await signingHooks(opts, destOpen, log);
   const options: CopyOptions = {
     signal: rootController.signal,
-    all: opts.all === true,
+    all: opts.all === true || multiArch === 'all',
+    indexOnly: multiArch === 'index-only',
     platform: platformFrom(opts),
     format: str(opts.format) as CopyOptions['format'],
-    destCompress: str(opts.destCompressFormat) as CopyOptions['destCompress'] ?? (opts.destCompressLevel !== undefined ? 'gzip' : undefined),
+    // skopeo's --dest-decompress is for dir: destinations (DirForceDecompress); elsewhere it changes nothing
+    destCompress:
+      opts.destDecompress === true && dest.transport === 'dir' ? 'none' : (str(opts.destCompressFormat) as CopyOptions['destCompress']) ?? (opts.destCompressLevel !== undefined ? 'gzip' : undefined),
     destCompressLevel: typeof opts.destCompressLevel === 'number' ? opts.destCompressLevel : undefined,
     jobs: typeof opts.jobs === 'number' ? opts.jobs : undefined,
     preserveDigests: opts.preserveDigests === true,

@@ -34,6 +34,9 @@ function srcDestAccess(c: Command): Command {
     const which = side === 'src' ? 'source' : 'destination';
     c.option(`--${side}-tls-verify [bool]`, `require HTTPS and verify certificates for the ${which} registry`, boolArg)
       .option(`--${side}-creds <user[:password]>`, `credentials for the ${which} registry`)
+      .option(`--${side}-username <name>`, `user name for the ${which} registry (with --${side}-password)`)
+      .option(`--${side}-password <password>`, `password for the ${which} registry (with --${side}-username)`)
+      .option(`--${side}-no-creds`, `access the ${which} registry anonymously (no auth.json)`)
       .option(`--${side}-registry-token <token>`, `bearer token for the ${which} registry`)
       .option(`--${side}-cert-dir <dir>`, `client certificates / CA for the ${which} registry`)
       .option(`--${side}-authfile <file>`, `auth.json for the ${which}`);
@@ -54,6 +57,8 @@ export function registerCopyCommands(p: Command): void {
         .addOption(new Option('-f, --format <format>', 'manifest format of the destination').choices(['oci', 'v2s2']))
         .addOption(new Option('--dest-compress-format <format>', 'recompress layers with this algorithm').choices(['gzip', 'zstd']))
         .option('--dest-compress-level <n>', 'compression level', (v) => Number(v))
+        .option('--dest-decompress', 'dir: destinations: store layers uncompressed (new digests, same diffIDs); elsewhere no effect, as skopeo')
+        .addOption(new Option('--multi-arch <which>', 'for a manifest list: system (this platform\'s image), all (= --all), index-only (the list only)').choices(['system', 'all', 'index-only']))
         .option('--dest-compress', 'compress uncompressed layers at the destination (the default for registries and OCI layouts)')
         .option('-j, --jobs <n>', 'blobs copied in parallel', intArg, 6)
         .option('--retry-times <n>', 'retry the copy this many times on temporary failures', intArg, 0),
@@ -86,6 +91,9 @@ export function registerCopyCommands(p: Command): void {
       .option('-n, --no-tags', 'do not list the repository tags (RepoTags)')
       .option('--tls-verify [bool]', 'require HTTPS and verify certificates', boolArg)
       .option('--creds <user[:password]>', 'registry credentials')
+      .option('--username <name>', 'registry user name (with --password)')
+      .option('--password <password>', 'registry password (with --username)')
+      .option('--no-creds', 'access the registry anonymously (no auth.json)')
       .option('--registry-token <token>', 'registry bearer token')
       .option('--cert-dir <dir>', 'client certificates / CA')
       .option('--authfile <file>', 'auth.json')

@@ -65,12 +65,14 @@ export interface CopyHookContext {
 export interface CopyOptions extends Io {
   /** Copy every instance of a manifest list (children first, index last). */
   all?: boolean | undefined;
+  /** Copy a manifest list's index only (its images must be at the destination already: skopeo's --multi-arch index-only). */
+  indexOnly?: boolean | undefined;
   /** The instance to copy from an index when not --all (default: this machine's platform). */
   platform?: Platform | undefined;
   /** Convert the manifest (and config media type) to this format. */
   format?: 'oci' | 'v2s2' | undefined;
-  /** Recompress every layer with this algorithm (new digests, same diffIDs). */
-  destCompress?: 'gzip' | 'zstd' | undefined;
+  /** Recompress every layer with this algorithm, or decompress them ('none'; skopeo's --dest-decompress): new digests, same diffIDs. */
+  destCompress?: 'gzip' | 'zstd' | 'none' | undefined;
   destCompressLevel?: number | undefined;
   /** Parallel blob copies (default 6; 1 when the destination cannot take parallel puts). */
   jobs?: number | undefined;
@@ -217,11 +219,17 @@ export class CopyEngine {
     const upToDate = async (m: ManifestBytes) =>
       existing !== undefined && (await existing) === m.digest && (dest.caps.manifestTypes.length === 0 || dest.caps.manifestTypes.includes(m.mediaType));
     // (an index without --all writes its platform's image under the tag, not the index: checked below)
-    if ((opts.all || !isIndexType(top.mediaType)) && (await upToDate(top))) return this.finish(t0, ctxBase, top, sourceDigest, [], true);
+    if ((opts.all || opts.indexOnly || !isIndexType(top.mediaType)) && (await upToDate(top))) return this.finish(t0, ctxBase, top, sourceDigest, [], true);
     if (isIndexType(top.mediaType)) {
       const idx = parseManifest(top.bytes, top.mediaType);
       if (idx.kind !== 'index') throw new TsimageError('internal: index expected');
-      if (opts.all) {
+      if (opts.indexOnly) {
+        if (opts.format || opts.destCompress) throw new UsageError('--multi-arch index-only copies the index as it is: no --format or compression change');
+        // the destination checks (registries refuse an index whose images it does not have)
+        written = top;
+        conversions = [];
+        await dest.putManifest(top, this.topRef(top), this.io);
+      } else if (opts.all) {
         ({ written, conversions } = await this.copyIndex(top, idx.doc));
       } else {
         const want = opts.platform ?? hostPlatform();

@@ -37,6 +37,8 @@ export interface OpenOptions extends Io {
   creds?: string | undefined;
   /** Registry bearer token, overriding auth.json. */
   registryToken?: string | undefined;
+  /** Anonymous access: no credentials, auth.json not read (skopeo's --no-creds). */
+  noCreds?: boolean | undefined;
   /** false = plain HTTP / no TLS verification allowed for this registry (skopeo's --tls-verify=false). */
   tlsVerify?: boolean | undefined;
   /** auth.json path (--authfile). */

@@ -108,6 +108,15 @@ describe('tscopy copy to and between registries', () => {
     assert.doesNotMatch(one, /already at the destination/);
     assert.equal(sha(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.addr}/m/all:1`])), arm64.digest);
     assert.match(tscopy(['copy', '--override-arch', 'arm64', ...NOTLS, `oci:${join(d, 'multi')}:multi`, `docker://${reg.addr}/m/all:1`]), /Image already at the destination/);
+    // skopeo's --multi-arch: all = --all; index-only copies the list alone (the registry refuses it where its
+    // images are missing, and takes it where they are)
+    tscopy(['copy', '-q', '--multi-arch', 'all', ...NOTLS, `oci:${join(d, 'multi')}:multi`, `docker://${reg.addr}/m/ma:1`]);
+    assert.equal(sha(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.addr}/m/ma:1`])), index.digest);
+    const io = tscopyFail(['copy', '-q', '--multi-arch', 'index-only', ...NOTLS, `oci:${join(d, 'multi')}:multi`, `docker://${reg.addr}/m/empty:1`]);
+    assert.notEqual(io.status, 0);
+    assert.match(io.stderr, /MANIFEST_BLOB_UNKNOWN|MANIFEST_UNKNOWN|unknown/i);
+    tscopy(['copy', '-q', '--multi-arch', 'index-only', ...NOTLS, `oci:${join(d, 'multi')}:multi`, `docker://${reg.addr}/m/ma:2`]);
+    assert.equal(sha(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.addr}/m/ma:2`])), index.digest);
     const info = JSON.parse(tscopy(['inspect', '--override-arch', 'arm64', `oci:${join(d, 'multi')}:multi`])) as { Digest: string; Architecture: string };
     assert.equal(info.Digest, index.digest);
     assert.equal(info.Architecture, 'arm64');
@@ -176,6 +185,20 @@ describe('recompression and failures', () => {
     sh('umoci', ['unpack', '--rootless', '--image', `${join(d, 'g')}:x`, join(d, 'bundle')]);
     assert.ok(statSync(join(d, 'bundle', 'rootfs', 'bin', 'busybox')).size > 100_000);
     assert.equal(cfg.rootfs.diff_ids.length, 1);
+    // --dest-decompress (a dir: destination flag, as skopeo's): plain tar layers (digest = diffID), the same
+    // manifest.json as skopeo's; an oci: destination is not changed by it (skopeo ignores it there too)
+    tscopy(['copy', '-q', '--dest-decompress', base.ociRef, `dir:${join(d, 'plain')}`]);
+    sh('skopeo', ['copy', '-q', '--dest-decompress', base.ociRef, `dir:${join(d, 'plain-skopeo')}`]);
+    const ours = readFileSync(join(d, 'plain', 'manifest.json'), 'utf8');
+    assert.equal(ours, readFileSync(join(d, 'plain-skopeo', 'manifest.json'), 'utf8'));
+    const pm = parseManifest(Buffer.from(ours));
+    if (pm.kind !== 'manifest') throw new Error('manifest expected');
+    assert.equal(pm.doc.layers[0]!.mediaType, MediaTypes.ociLayer);
+    assert.equal(pm.doc.layers[0]!.digest, cfg.rootfs.diff_ids[0]);
+    assert.match(tscopy(['copy', '--dest-decompress', base.ociRef, `oci:${join(d, 'kept')}:x`]), new RegExp(`manifest ${base.manifestDigest}$`, 'm'));
+    const both = tscopyFail(['copy', '-q', '--dest-decompress', '--dest-compress-format', 'zstd', base.ociRef, `oci:${join(d, 'no')}:x`]);
+    assert.equal(both.status, 2);
+    assert.match(both.stderr, /--dest-decompress and --dest-compress-format/);
   });
 
   it('a corrupt source blob fails the copy with the digest named, and leaves no tag (oci and registry)', async (t) => {

@@ -194,6 +194,21 @@ for (const mode of ['token', 'basic'] as const) {
       const none = tscopy(['list-tags', '--tls-verify=false', '--authfile', viaHelpers, `docker://${A.replace('127.0.0.1', 'localhost')}/team/app`], { env: henv });
       assert.notEqual(none.code, 0);
       assert.match(none.err, /401|unauthorized|authentication required|denied/i);
+      // skopeo's other credential flags: --username/--password, --src-username/--src-password, --no-creds
+      const insp = tscopy(['inspect', '--raw', '--tls-verify=false', '--username', 'alice', '--password', 'alice-secret', `docker://${A}/team/app:v1`], { env });
+      assert.equal(insp.code, 0, insp.err);
+      const cp = tscopy(['copy', '-q', '--src-tls-verify=false', '--src-username', 'alice', '--src-password', 'alice-secret', `docker://${A}/team/app:v1`, `oci:${join(dir, 'o')}:x`], { env });
+      assert.equal(cp.code, 0, cp.err);
+      // --no-creds: the helper is not asked (anonymous: refused)
+      const anon = tscopy(['inspect', '--raw', '--tls-verify=false', '--no-creds', '--authfile', viaStore, `docker://${A}/team/app:v1`], { env: henv });
+      assert.notEqual(anon.code, 0);
+      assert.match(anon.err, /401|unauthorized|authentication required|denied/i);
+      const both = tscopy(['inspect', '--raw', '--tls-verify=false', '--creds', 'alice:x', '--username', 'alice', '--password', 'x', `docker://${A}/team/app:v1`], { env });
+      assert.equal(both.code, 2);
+      assert.match(both.err, /--creds, --username\/--password and --no-creds are mutually exclusive/);
+      const half = tscopy(['copy', '-q', '--src-username', 'alice', `docker://${A}/team/app:v1`, `oci:${join(dir, 'o2')}:x`], { env });
+      assert.equal(half.code, 2);
+      assert.match(half.err, /--src-username and --src-password go together/);
       // a helper that is not installed is named in the error
       writeFileSync(viaHelpers, JSON.stringify({ credHelpers: { [A]: 'missing' } }));
       const missing = tscopy(['list-tags', '--tls-verify=false', '--authfile', viaHelpers, `docker://${A}/team/app`], { env: henv });

@@ -72,7 +72,7 @@ export function parseDockerName(rest: string): DockerImageName {
 function clientOptions(o: OpenOptions = {}): RegistryClientOptions {
   return {
     tlsVerify: o.tlsVerify,
-    creds: o.creds,
+    creds: o.noCreds ? { source: '--no-creds' } : o.creds,
     registryToken: o.registryToken,
     authfile: o.authfile,
     certDir: o.certDir,
