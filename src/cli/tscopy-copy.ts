@@ -44,34 +44,42 @@ function srcDestAccess(c: Command): Command {
   return c.option('--authfile <file>', 'auth.json (default $REGISTRY_AUTH_FILE or $XDG_RUNTIME_DIR/containers/auth.json)');
 }
 
+/** Signatures and trust policy, shared by copy and sync (`what`: "the copied image" / "each copied image"). */
+function signing(c: Command, what: string): Command {
+  return c
+    .option('--remove-signatures', 'do not copy signatures')
+    .option('--policy <file>', 'trust policy (policy.json) to check each source image against')
+    .option('--insecure-policy', 'accept any image (do not read policy.json)')
+    .option('--sign-by-key <file>', `sign ${what} with this cosign-format private key`)
+    .option('--sign-by-sigstore-private-key <file>', "same as --sign-by-key (skopeo's name)")
+    .option('--sign-passphrase-file <file>', 'passphrase of the signing key');
+}
+
 export function registerCopyCommands(p: Command): void {
   overrides(
-    srcDestAccess(
-      p
-        .command('copy')
-        .description('Copy an image from one location to another (transports: docker://, oci:, oci-archive:, docker-archive:, dir:, tsbuild:)')
-        .argument('<source-image>', 'transport:reference of the source')
-        .argument('<destination-image>', 'transport:reference of the destination')
-        .option('-a, --all', 'copy all images of a manifest list (children first, the list last)')
-        .option('--platform <os/arch[/variant]>', 'the instance to copy from a manifest list (default: this machine)')
-        .addOption(new Option('-f, --format <format>', 'manifest format of the destination').choices(['oci', 'v2s2']))
-        .addOption(new Option('--dest-compress-format <format>', 'recompress layers with this algorithm').choices(['gzip', 'zstd']))
-        .option('--dest-compress-level <n>', 'compression level', (v) => Number(v))
-        .option('--dest-decompress', 'dir: destinations: store layers uncompressed (new digests, same diffIDs); elsewhere no effect, as skopeo')
-        .addOption(new Option('--multi-arch <which>', 'for a manifest list: system (this platform\'s image), all (= --all), index-only (the list only)').choices(['system', 'all', 'index-only']))
-        .option('--dest-compress', 'compress uncompressed layers at the destination (the default for registries and OCI layouts)')
-        .option('-j, --jobs <n>', 'blobs copied in parallel', intArg, 6)
-        .option('--retry-times <n>', 'retry the copy this many times on temporary failures', intArg, 0),
+    signing(
+      srcDestAccess(
+        p
+          .command('copy')
+          .description('Copy an image from one location to another (transports: docker://, oci:, oci-archive:, docker-archive:, dir:, tsbuild:)')
+          .argument('<source-image>', 'transport:reference of the source')
+          .argument('<destination-image>', 'transport:reference of the destination')
+          .option('-a, --all', 'copy all images of a manifest list (children first, the list last)')
+          .option('--platform <os/arch[/variant]>', 'the instance to copy from a manifest list (default: this machine)')
+          .addOption(new Option('-f, --format <format>', 'manifest format of the destination').choices(['oci', 'v2s2']))
+          .addOption(new Option('--dest-compress-format <format>', 'recompress layers with this algorithm').choices(['gzip', 'zstd']))
+          .option('--dest-compress-level <n>', 'compression level', (v) => Number(v))
+          .option('--dest-decompress', 'dir: destinations: store layers uncompressed (new digests, same diffIDs); elsewhere no effect, as skopeo')
+          .addOption(new Option('--multi-arch <which>', 'for a manifest list: system (this platform\'s image), all (= --all), index-only (the list only)').choices(['system', 'all', 'index-only']))
+          .option('--dest-compress', 'compress uncompressed layers at the destination (the default for registries and OCI layouts)')
+          .option('-j, --jobs <n>', 'blobs copied in parallel', intArg, 6)
+          .option('--retry-times <n>', 'retry the copy this many times on temporary failures', intArg, 0),
+      ),
+      'the copied image',
     )
       .option('-q, --quiet', 'suppress progress output')
       .option('--digestfile <file>', 'write the digest of the copied manifest to this file')
       .option('--preserve-digests', 'fail rather than change the manifest digest (conversion, recompression)')
-      .option('--remove-signatures', 'do not copy signatures')
-      .option('--policy <file>', 'trust policy (policy.json) to check the source against')
-      .option('--insecure-policy', 'accept any image (do not read policy.json)')
-      .option('--sign-by-key <file>', 'sign the copied image with this cosign-format private key')
-      .option('--sign-by-sigstore-private-key <file>', 'same as --sign-by-key (skopeo\'s name)')
-      .option('--sign-passphrase-file <file>', 'passphrase of the signing key')
       .option('--sign-identity <ref>', 'identity to sign for (default: the destination reference)')
       .option('--additional-tag <tag>', 'additional tags (docker-archive destinations)', collect)
       .action(async (src: string, dest: string, opts: Record<string, unknown>) => {
@@ -104,29 +112,26 @@ export function registerCopyCommands(p: Command): void {
       }),
   );
 
-  srcDestAccess(
-    p.command('sync')
-    .description('Synchronize images between registries and directories (skopeo sync): a repository, repo:tag, or a YAML file')
-    .argument('<source>', 'a repository or repo:tag (--src docker), a directory (--src dir), or a YAML file (--src yaml)')
-    .argument('<destination>', 'a registry/namespace (--dest docker) or a directory (--dest dir)')
-    .addOption(new Option('-s, --src <transport>', 'source transport').choices(['docker', 'dir', 'yaml']).makeOptionMandatory())
-    .addOption(new Option('-d, --dest <transport>', 'destination transport').choices(['docker', 'dir']).makeOptionMandatory())
-    .option('--scoped', 'prefix the destination with the full source location (registry/repository)')
-    .option('-a, --all', 'copy all images of manifest lists')
-    .option('--dry-run', 'print what would be copied, copy nothing')
-    .option('--prune', 'delete destination tags the source no longer has (a true mirror)')
-    .option('--keep-going', 'go on with the other images after a failure')
-    .addOption(new Option('-f, --format <format>', 'manifest format of the destination').choices(['oci', 'v2s2']))
-    .addOption(new Option('--dest-compress-format <format>', 'recompress layers with this algorithm').choices(['gzip', 'zstd']))
-    .option('-j, --jobs <n>', 'blobs copied in parallel per image', intArg, 6)
-    .option('--retry-times <n>', 'retries per image on temporary failures', intArg, 0),
+  signing(
+    srcDestAccess(
+      p.command('sync')
+      .description('Synchronize images between registries and directories (skopeo sync): a repository, repo:tag, or a YAML file')
+      .argument('<source>', 'a repository or repo:tag (--src docker), a directory (--src dir), or a YAML file (--src yaml)')
+      .argument('<destination>', 'a registry/namespace (--dest docker) or a directory (--dest dir)')
+      .addOption(new Option('-s, --src <transport>', 'source transport').choices(['docker', 'dir', 'yaml']).makeOptionMandatory())
+      .addOption(new Option('-d, --dest <transport>', 'destination transport').choices(['docker', 'dir']).makeOptionMandatory())
+      .option('--scoped', 'prefix the destination with the full source location (registry/repository)')
+      .option('-a, --all', 'copy all images of manifest lists')
+      .option('--dry-run', 'print what would be copied, copy nothing')
+      .option('--prune', 'delete destination tags the source no longer has (a true mirror)')
+      .option('--keep-going', 'go on with the other images after a failure')
+      .addOption(new Option('-f, --format <format>', 'manifest format of the destination').choices(['oci', 'v2s2']))
+      .addOption(new Option('--dest-compress-format <format>', 'recompress layers with this algorithm').choices(['gzip', 'zstd']))
+      .option('-j, --jobs <n>', 'blobs copied in parallel per image', intArg, 6)
+      .option('--retry-times <n>', 'retries per image on temporary failures', intArg, 0),
+    ),
+    'each copied image',
   )
-    .option('--remove-signatures', 'do not copy signatures')
-    .option('--policy <file>', 'trust policy (policy.json) to check each source image against')
-    .option('--insecure-policy', 'accept any image (do not read policy.json)')
-    .option('--sign-by-key <file>', 'sign each copied image with this cosign-format private key')
-    .option('--sign-by-sigstore-private-key <file>', 'same as --sign-by-key (skopeo\'s name)')
-    .option('--sign-passphrase-file <file>', 'passphrase of the signing key')
     .option('--preserve-digests', 'fail rather than change manifest digests')
     .option('-q, --quiet', 'suppress progress output')
     .option('--override-os <os>', 'use OS instead of the running OS for choosing images')
