@@ -78,7 +78,7 @@ export async function parseRegistriesConf(text: string, source: string): Promise
       const location = typeof r.location === 'string' ? r.location : '';
       const prefix = typeof r.prefix === 'string' && r.prefix ? r.prefix : location;
       if (!prefix) throw new TsimageError(`${where}: needs "location" or "prefix"`);
-      if (prefix.startsWith('*.') && location) throw new TsimageError(`${where}: a wildcard prefix (${prefix}) cannot have a location`);
+      if (prefix.startsWith('*.') && location && location !== prefix) throw new TsimageError(`${where}: a wildcard prefix (${prefix}) cannot have another location (${location})`);
       const byDigestOnly = asBool(r['mirror-by-digest-only'], `${where} mirror-by-digest-only`);
       const mirrors: RegistryMirror[] = [];
       const ms = r.mirror;
