@@ -13,9 +13,8 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { tempDir, freePort, requireTool } from '../helpers.js';
+import { tempDir, freePort, requireTool, PEERS } from '../helpers.js';
 import { startTsregistry } from '../registry-prod/util.js';
-import { PEERS_DIR } from '../registry/util.js';
 import { RegistryClient } from '../../src/copy/index.js';
 import type { Digest } from '../../src/oci/index.js';
 import { digestOf } from '../../src/oci/digest.js';
@@ -52,7 +51,7 @@ async function distribution(t: T): Promise<Restartable> {
   const secret = randomBytes(16).toString('hex');
   let child: ReturnType<typeof spawn> | undefined;
   const start = async () => {
-    child = spawn('docker-registry', ['serve', join(PEERS_DIR, 'distribution.yml')], {
+    child = spawn('docker-registry', ['serve', join(PEERS, 'distribution.yml')], {
       stdio: 'ignore',
       env: { ...process.env, REGISTRY_HTTP_ADDR: addr, REGISTRY_HTTP_SECRET: secret, REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: store },
     });

@@ -94,29 +94,12 @@ export function errCode(r: Res): string | undefined {
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { existsSync, rmSync as rmSyncFs } from 'node:fs';
-import { spawnSync } from 'node:child_process';
-import { ROOT, PEERS, sh, requireTool, freePort } from '../helpers.js';
+import { ROOT, PEERS, sh, requireTool, startDistribution as startDistributionProcess } from '../helpers.js';
 
-/** ../shared/peers (helpers.PEERS is relative to the checkout, which is /work/wt/NAME in a worktree). */
-export const PEERS_DIR = existsSync(PEERS) ? PEERS : '/work/shared/peers';
-
-/** distribution (docker-registry) on a free loopback port, stopped by PID and its store removed after the test. */
+/** distribution (docker-registry) on a free loopback port (helpers.startDistribution), with its base URL. */
 export async function startDistribution(t: T): Promise<{ addr: string; url: string; pid: number; store: string }> {
-  requireTool('docker-registry');
-  const port = await freePort();
-  const out = sh('sh', [join(PEERS_DIR, 'start-distribution.sh'), `127.0.0.1:${port}`]);
-  const vars = Object.fromEntries(out.trim().split('\n').map((l) => l.split('=', 2) as [string, string]));
-  const pid = Number(vars.PID);
-  t.after(() => {
-    try {
-      process.kill(pid, 'SIGTERM');
-    } catch {}
-    spawnSync('sh', ['-c', `for i in $(seq 50); do kill -0 ${pid} 2>/dev/null || exit 0; sleep 0.1; done; kill -9 ${pid} 2>/dev/null`]);
-    rmSyncFs(vars.STORE!, { recursive: true, force: true });
-    rmSyncFs(vars.LOG!, { force: true });
-  });
-  return { addr: vars.ADDR!, url: `http://${vars.ADDR}`, pid, store: vars.STORE! };
+  const r = await startDistributionProcess(t);
+  return { ...r, url: `http://${r.addr}` };
 }
 
 export type RegistryProcess = { addr: string; url: string; pid: number; child: ChildProcess; stop(signal?: NodeJS.Signals): Promise<number | null> };
@@ -163,7 +146,7 @@ export function baseOciDir(): Promise<string> {
     const { tmpdir } = await import('node:os');
     const dir = mkdtempSync(join(tmpdir(), 'tsimage-regbase-'));
     process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
-    sh('sh', [join(PEERS_DIR, 'make-base.sh'), dir]);
+    sh('sh', [join(PEERS, 'make-base.sh'), dir]);
     return join(dir, 'oci');
   })();
   return baseBuilt;
