@@ -112,31 +112,30 @@ export function registerCopyCommands(p: Command): void {
       }),
   );
 
-  signing(
-    srcDestAccess(
-      p.command('sync')
-      .description('Synchronize images between registries and directories (skopeo sync): a repository, repo:tag, or a YAML file')
-      .argument('<source>', 'a repository or repo:tag (--src docker), a directory (--src dir), or a YAML file (--src yaml)')
-      .argument('<destination>', 'a registry/namespace (--dest docker) or a directory (--dest dir)')
-      .addOption(new Option('-s, --src <transport>', 'source transport').choices(['docker', 'dir', 'yaml']).makeOptionMandatory())
-      .addOption(new Option('-d, --dest <transport>', 'destination transport').choices(['docker', 'dir']).makeOptionMandatory())
-      .option('--scoped', 'prefix the destination with the full source location (registry/repository)')
-      .option('-a, --all', 'copy all images of manifest lists')
-      .option('--dry-run', 'print what would be copied, copy nothing')
-      .option('--prune', 'delete destination tags the source no longer has (a true mirror)')
-      .option('--keep-going', 'go on with the other images after a failure')
-      .addOption(new Option('-f, --format <format>', 'manifest format of the destination').choices(['oci', 'v2s2']))
-      .addOption(new Option('--dest-compress-format <format>', 'recompress layers with this algorithm').choices(['gzip', 'zstd']))
-      .option('-j, --jobs <n>', 'blobs copied in parallel per image', intArg, 6)
-      .option('--retry-times <n>', 'retries per image on temporary failures', intArg, 0),
+  overrides(
+    signing(
+      srcDestAccess(
+        p.command('sync')
+          .description('Synchronize images between registries and directories (skopeo sync): a repository, repo:tag, or a YAML file')
+          .argument('<source>', 'a repository or repo:tag (--src docker), a directory (--src dir), or a YAML file (--src yaml)')
+          .argument('<destination>', 'a registry/namespace (--dest docker) or a directory (--dest dir)')
+          .addOption(new Option('-s, --src <transport>', 'source transport').choices(['docker', 'dir', 'yaml']).makeOptionMandatory())
+          .addOption(new Option('-d, --dest <transport>', 'destination transport').choices(['docker', 'dir']).makeOptionMandatory())
+          .option('--scoped', 'prefix the destination with the full source location (registry/repository)')
+          .option('-a, --all', 'copy all images of manifest lists')
+          .option('--dry-run', 'print what would be copied, copy nothing')
+          .option('--prune', 'delete destination tags the source no longer has (a true mirror)')
+          .option('--keep-going', 'go on with the other images after a failure')
+          .addOption(new Option('-f, --format <format>', 'manifest format of the destination').choices(['oci', 'v2s2']))
+          .addOption(new Option('--dest-compress-format <format>', 'recompress layers with this algorithm').choices(['gzip', 'zstd']))
+          .option('-j, --jobs <n>', 'blobs copied in parallel per image', intArg, 6)
+          .option('--retry-times <n>', 'retries per image on temporary failures', intArg, 0),
+      ),
+      'each copied image',
     ),
-    'each copied image',
   )
     .option('--preserve-digests', 'fail rather than change manifest digests')
     .option('-q, --quiet', 'suppress progress output')
-    .option('--override-os <os>', 'use OS instead of the running OS for choosing images')
-    .option('--override-arch <arch>', 'use ARCH instead of the machine architecture for choosing images')
-    .option('--override-variant <variant>', 'use VARIANT instead of the running architecture variant')
     .action(async (src: string, dest: string, opts: Record<string, unknown>) => {
       const m = await import('./tscopy-sync-impl.js');
       process.exitCode = await m.syncCmd(src, dest, opts);
