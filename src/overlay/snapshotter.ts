@@ -8,6 +8,7 @@
  *   layers/.tmp-<pid>-*    staging while unpacking or committing (renamed into place)
  *   containers/<key>/      a snapshot: owner (pid + start time), upper/, work/, merged/ (overlay)
  *                          or rootfs/ + lower.json (vfs)
+ *   containers/.new-<key>-<pid>_<start>   a snapshot being created (owner written, then renamed to <key>)
  * Snapshots whose owner process is gone (a crash, SIGKILL) are unmounted and removed when the
  * next snapshotter opens the same root; this process's own are removed on exit.
  */
@@ -65,7 +66,9 @@ export abstract class BaseSnapshotter implements Snapshotter {
     const removed: string[] = [];
     for (const name of await readdir(this.containersDir).catch(() => [] as string[])) {
       const dir = join(this.containersDir, name);
-      const owner = await readFile(join(dir, 'owner'), 'utf8').catch(() => undefined);
+      // a snapshot being created (newSnapDir) names its owner; else the owner file says
+      const creating = /^\.new-.*-(\d+)_(\d+)$/.exec(name);
+      const owner = creating ? `${creating[1]} ${creating[2]}` : await readFile(join(dir, 'owner'), 'utf8').catch(() => undefined);
       if (ownerAlive(owner)) continue;
       if (isMounted(join(dir, 'merged'))) await unmount(join(dir, 'merged'));
       await rm(dir, { recursive: true, force: true });
@@ -152,16 +155,24 @@ export abstract class BaseSnapshotter implements Snapshotter {
       checkDigest(p);
       if (!(await this.hasLayer(p))) throw new TsimageError(`layer ${p} is not in the layer cache (${this.layersDir}); add it first`);
     }
+    // The dir appears under its name with its owner file already inside (staged, then renamed): another process's
+    // or build's cleanupLeftovers() takes a dir without an owner for a dead one, and removed snapshots being created.
+    const exists = () => new UsageError(`snapshot ${key} already exists`);
+    if (existsSync(dir)) throw exists();
+    const staged = join(this.containersDir, `.new-${key}-${ownerStamp().replace(' ', '_')}`);
+    await mkdir(staged);
     try {
-      await mkdir(dir);
+      await writeFile(join(staged, 'owner'), ownerStamp());
+      await writeFile(join(staged, 'parents.json'), JSON.stringify(parents));
+      await rename(staged, dir);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(`snapshot ${key} already exists`);
+      await rm(staged, { recursive: true, force: true });
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST' || code === 'ENOTEMPTY') throw exists();
       throw e;
     }
     this.active.add(key);
     this.hookExit();
-    await writeFile(join(dir, 'owner'), ownerStamp());
-    await writeFile(join(dir, 'parents.json'), JSON.stringify(parents));
     return dir;
   }
 

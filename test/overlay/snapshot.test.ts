@@ -217,6 +217,26 @@ describe('snapshot housekeeping', () => {
     assert.ok(!isMounted(rootfs));
   });
 
+  it("another snapshotter opening the same root never removes a snapshot being created (builds in parallel)", async (t) => {
+    const root = join(work, 'parallel');
+    const a = await openSnapshotter({ root, driver: 'overlay' });
+    t.after(() => a.close());
+    // two builds of one process share the root: one prepares snapshots while the other opens (and cleans up)
+    const opens = Array.from({ length: 20 }, async () => (await openSnapshotter({ root, driver: 'overlay' })).close());
+    const made = Array.from({ length: 20 }, (_, i) => a.prepare(`p${i}`, []));
+    await Promise.all(opens);
+    for (const { rootfs } of await Promise.all(made)) assert.ok(isMounted(rootfs), `${rootfs} was taken away while it was being made`);
+    for (let i = 0; i < 20; i++) await a.remove(`p${i}`);
+    // the staging name carries the owner: a live one is kept, a dead one's is removed
+    const stamp = readFileSync('/proc/self/stat', 'utf8');
+    const start = stamp.slice(stamp.lastIndexOf(')') + 2).split(' ')[19];
+    mkdirSync(join(root, 'containers', `.new-x-${process.pid}_${start}`));
+    mkdirSync(join(root, 'containers', '.new-y-999999999_1'));
+    await (await openSnapshotter({ root, driver: 'overlay' })).close();
+    assert.deepEqual(readdirSync(join(root, 'containers')), [`.new-x-${process.pid}_${start}`]);
+    rmSync(join(root, 'containers', `.new-x-${process.pid}_${start}`), { recursive: true });
+  });
+
   it('cleans up snapshots left by a killed process at the next open', async () => {
     const root = join(work, 'crash');
     const mod = new URL('../../src/overlay/index.js', import.meta.url).pathname;
