@@ -3,7 +3,7 @@
 # src/ns's native helper tsimage-run), when missing.
 # Idempotent and fast when everything is present. Needs root to install.
 set -eu
-PKGS="gcc libc6-dev buildah skopeo podman docker-registry runc umoci busybox-static jq pigz zstd uidmap openssl curl file iproute2 apache2-utils"
+PKGS="gcc libc6-dev buildah skopeo podman docker-registry runc umoci busybox-static jq pigz zstd uidmap openssl curl file iproute2 apache2-utils gpg gpgv gpg-agent"
 # binary that proves each package is present
 have() {
   case "$1" in
@@ -12,6 +12,7 @@ have() {
     uidmap) command -v newuidmap >/dev/null 2>&1 ;;
     iproute2) command -v ip >/dev/null 2>&1 ;;
     apache2-utils) command -v htpasswd >/dev/null 2>&1 ;;
+    gpg-agent) command -v gpg-agent >/dev/null 2>&1 || [ -x /usr/lib/gnupg/gpg-agent ] ;;
     gcc) command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 ;;
     libc6-dev) [ -f /usr/include/stdio.h ] ;;
     *) command -v "$1" >/dev/null 2>&1 ;;

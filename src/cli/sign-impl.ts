@@ -27,7 +27,7 @@ import {
   type VerifyReport,
 } from '../copy/sign/index.js';
 import type { ImageDestination, ImageName, ImageSource, ManifestBytes, OpenOptions } from '../copy/types.js';
-import { rootController } from './common.js';
+import { rootController, VERSION } from './common.js';
 
 async function exists(p: string): Promise<boolean> {
   try {
@@ -410,6 +410,8 @@ export interface CopySigningFlags {
   signByKey?: string | undefined;
   /** --sign-passphrase-file FILE */
   signPassphraseFile?: string | undefined;
+  /** --sign-by FINGERPRINT (GPG simple signing) */
+  signBy?: string | undefined;
   /** --sign-identity REF */
   signIdentity?: string | undefined;
   /** --remove-signatures */
@@ -431,6 +433,7 @@ export async function copySigningHooks(
   const { signingHooks } = await import('../copy/sign/hooks.js');
   const policy = flags.insecurePolicy ? insecurePolicy() : await loadPolicy(flags.policy);
   const signBy = flags.signByKey ? await loadSigningKey(flags.signByKey, flags.signPassphraseFile) : undefined;
+  if (flags.signBy !== undefined && flags.signBy.trim() === '') throw new UsageError('--sign-by: empty key identity');
   if (flags.signIdentity) {
     try {
       normalizedNamed(flags.signIdentity);
@@ -443,6 +446,9 @@ export async function copySigningHooks(
     removeSignatures: flags.removeSignatures,
     signBy,
     signIdentity: flags.signIdentity,
+    signByGpg: flags.signBy,
+    gpgPassphraseFile: flags.signBy ? flags.signPassphraseFile : undefined,
+    creator: `tscopy ${VERSION}`,
     openDestinationReader: o.openDestinationReader,
     log: o.log,
   });

@@ -58,6 +58,8 @@ export function openOptions(opts: Opts, side: 'src' | 'dest' | ''): OpenOptions 
     certDir: str(opts[k('certDir')]),
     retryTimes: typeof opts.retryTimes === 'number' ? opts.retryTimes : undefined,
     userAgent: 'tscopy/0.1.0',
+    // skopeo's global --registries.d (the lookaside of simple signatures)
+    registriesDir: str(opts.registriesD),
   };
 }
 
@@ -97,6 +99,7 @@ export async function signingHooks(
       policy: str(opts.policy),
       insecurePolicy: opts.insecurePolicy === true,
       signByKey: str(opts.signByKey) ?? str(opts.signBySigstorePrivateKey),
+      signBy: str(opts.signBy),
       signPassphraseFile: str(opts.signPassphraseFile),
       signIdentity: str(opts.signIdentity),
       removeSignatures: opts.removeSignatures === true,

@@ -50,9 +50,10 @@ function signing(c: Command, what: string): Command {
     .option('--remove-signatures', 'do not copy signatures')
     .option('--policy <file>', 'trust policy (policy.json) to check each source image against')
     .option('--insecure-policy', 'accept any image (do not read policy.json)')
+    .option('--sign-by <fingerprint>', `sign ${what} with this GPG key ("simple signing", stored as the destination keeps signatures: registries.d lookaside, dir: files)`)
     .option('--sign-by-key <file>', `sign ${what} with this cosign-format private key`)
     .option('--sign-by-sigstore-private-key <file>', "same as --sign-by-key (skopeo's name)")
-    .option('--sign-passphrase-file <file>', 'passphrase of the signing key');
+    .option('--sign-passphrase-file <file>', 'passphrase of the signing key (--sign-by: first line, loopback pinentry)');
 }
 
 export function registerCopyCommands(p: Command): void {

@@ -20,9 +20,11 @@ export function registerSignCommands(p: Command): void {
   // skopeo's global trust-policy flags (`skopeo --insecure-policy copy ...`): handed to the command being run
   p.option('--policy <file>', 'trust policy file for copy/sync (default $HOME/.config/containers/policy.json, then /etc/containers/policy.json)')
     .option('--insecure-policy', 'run copy/sync without any policy check')
+    .option('--registries.d <dir>', 'registries.d directory: where simple (GPG) signatures are stored (default $HOME/.config/containers/registries.d, then /etc/containers/registries.d)')
     .hook('preAction', (root, action) => {
-      const g = root.opts() as { policy?: string; insecurePolicy?: boolean };
+      const g = root.opts() as { policy?: string; insecurePolicy?: boolean; 'registries.d'?: string };
       if (action === root) return;
+      if (g['registries.d'] !== undefined) action.setOptionValue('registriesD', g['registries.d']);
       if (g.policy !== undefined && action.getOptionValue('policy') === undefined) action.setOptionValue('policy', g.policy);
       if (g.insecurePolicy && action.getOptionValue('insecurePolicy') === undefined) action.setOptionValue('insecurePolicy', true);
     });

@@ -5,9 +5,14 @@
  * transport scope by exact identity, then each parent namespace, then the transport's "",
  * then `default`. Every requirement of the selected list must accept the image.
  *
- * Supported requirement types: insecureAcceptAnything, reject, sigstoreSigned (keyPath,
- * keyPaths, keyData, keyDatas; signedIdentity). signedBy (GPG) and sigstoreSigned with
- * fulcio/pki/rekor keys are parsed but refuse the image with a message saying so.
+ * Supported requirement types: insecureAcceptAnything, reject, signedBy with keyType GPGKeys (keyPath, keyPaths,
+ * keyData; signedIdentity: "simple signing" signatures from the registries.d lookaside or dir: files, checked by gpg
+ * with only the policy's keys: src/copy/sign/gpg.ts), sigstoreSigned (keyPath, keyPaths, keyData, keyDatas;
+ * signedIdentity). signedBy with the other key types and sigstoreSigned with fulcio/pki/rekor keys are parsed but
+ * refuse the image with a message saying so.
+ *
+ * signedBy checks the image copied: for a manifest list, each instance copied (its own signatures), not the list,
+ * as containers/image's copyOneImage does (PolicySubject.simpleTargets).
  */
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -17,7 +22,7 @@ import { TsimageError, UsageError } from '../oci/errors.js';
 import { type Digest } from '../oci/digest.js';
 import { type ImageReference } from '../oci/reference.js';
 import { loadPublicKey } from './sign/keys.js';
-import { checkCandidate, normalizedNamed, parseSignedIdentity, type SignatureCandidate, type SignedIdentity } from './sign/verify.js';
+import { checkCandidate, checkIdentity, normalizedNamed, parseSignedIdentity, type SignatureCandidate, type SignedIdentity } from './sign/verify.js';
 import { findSignatures } from './sign/attachments.js';
 import { layoutOf, sourceRepo } from './sign/repo.js';
 import type { ImageName, ImageSource, ManifestBytes } from './types.js';
@@ -309,6 +314,17 @@ export interface PolicySubject extends PolicyIdentity {
   manifestDigest: Digest;
   /** Fetch the image's cosign signatures (only called when a rule needs them). */
   signatures: () => Promise<SignatureCandidate[]>;
+  /** Simple-signing signatures of the image or of one of its instances (signedBy); none when absent. */
+  simpleSignatures?: ((target: SimpleTarget) => Promise<Buffer[]>) | undefined;
+  /** The manifests signedBy checks (default: the image): each instance copied from a list (containers/image). */
+  simpleTargets?: SimpleTarget[] | undefined;
+}
+
+/** A manifest whose simple signatures a signedBy requirement checks. */
+export interface SimpleTarget {
+  digest: Digest;
+  /** An instance of the image's index (its signatures are stored per instance). */
+  instance: boolean;
 }
 
 export interface PolicyDecision {
@@ -359,7 +375,7 @@ export async function evaluatePolicy(policy: Policy, subject: PolicySubject): Pr
         refuse('Running image is rejected by policy');
         break;
       case 'signedBy':
-        refuse(`GPG simple signing (signedBy ${r.keyType}) is not supported by tscopy; use sigstoreSigned with cosign keys`);
+        accepted.push(...(await evaluateSignedBy(r, subject, where, refuse)));
         break;
       case 'sigstoreSigned': {
         if (r.fulcio || r.pki) refuse('sigstoreSigned with fulcio/pki certificates is not supported by tscopy (use keyPath/keyData)');
@@ -378,6 +394,77 @@ export async function evaluatePolicy(policy: Policy, subject: PolicySubject): Pr
     }
   }
   return { section, accepted };
+}
+
+async function readGpgKeys(r: Extract<PolicyRequirement, { type: 'signedBy' }>, where: string): Promise<{ keys: Buffer[]; names: string[] }> {
+  const keys: Buffer[] = [];
+  const names: string[] = [];
+  for (const p of [...(r.keyPath ? [r.keyPath] : []), ...(r.keyPaths ?? [])]) {
+    try {
+      keys.push(await readFile(p));
+    } catch (e) {
+      throw new PolicyRejectedError(`${where}: reading GPG key: ${(e as Error).message}`);
+    }
+    names.push(`keyPath ${p}`);
+  }
+  if (r.keyData !== undefined) {
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(r.keyData.replace(/\s+/g, ''))) throw new PolicyRejectedError(`${where}: keyData is not base64`);
+    keys.push(Buffer.from(r.keyData, 'base64'));
+    names.push('keyData');
+  }
+  return { keys, names };
+}
+
+/**
+ * signedBy (containers/image prSignedBy.isRunningImageAllowed): one signature per checked manifest must verify with
+ * the policy's keys only (an ephemeral gpg keyring), be for that manifest's digest and for an accepted identity.
+ * Returns what accepted it; calls refuse() (which throws) otherwise.
+ */
+async function evaluateSignedBy(
+  r: Extract<PolicyRequirement, { type: 'signedBy' }>,
+  subject: PolicySubject,
+  where: string,
+  refuse: (why: string) => never,
+): Promise<string[]> {
+  if (r.keyType !== 'GPGKeys') refuse(`Unimplemented "keyType" value "${r.keyType}" (tscopy verifies GPGKeys)`);
+  const targets = subject.simpleTargets?.length ? subject.simpleTargets : [{ digest: subject.manifestDigest, instance: false }];
+  const label = (t: SimpleTarget) => (t.instance ? `instance ${t.digest}: ` : '');
+  const sigs = await Promise.all(targets.map((t) => subject.simpleSignatures?.(t) ?? Promise.resolve([])));
+  targets.forEach((t, i) => {
+    if (sigs[i]!.length === 0) refuse(`${label(t)}A signature was required, but no signature exists`);
+  });
+  const { keys, names } = await readGpgKeys(r, where);
+  const [{ withEphemeralKeyring }, { verifySimpleSignature }] = await Promise.all([import('./sign/gpg.js'), import('./sign/simple.js')]);
+  return withEphemeralKeyring(keys, names, async (kr) => {
+    if (kr.fingerprints.length === 0) refuse('No public keys imported');
+    const out: string[] = [];
+    for (let ti = 0; ti < targets.length; ti++) {
+      const t = targets[ti]!;
+      const reasons: string[] = [];
+      let ok: string | undefined;
+      for (let i = 0; i < sigs[ti]!.length && !ok; i++) {
+        try {
+          const v = await verifySimpleSignature(sigs[ti]![i]!, {
+            verify: (b) => kr.verify(b),
+            key: (g) =>
+              kr.fingerprints.includes(g.fingerprint) || kr.fingerprints.includes(g.primaryFingerprint) ? undefined : `Signature by key ${g.fingerprint} is not accepted`,
+            digest: (d) => (d === t.digest ? undefined : `Signature for digest ${d} does not match the image's ${t.digest}`),
+            identity: (ref) => {
+              const why = checkIdentity(r.signedIdentity, subject.dockerReference, ref);
+              return why ? `Signature for identity ${ref} is not accepted: ${why}` : undefined;
+            },
+          });
+          ok = `${where}: ${label(t)}signature ${i + 1} by key ${v.primaryFingerprint}, identity ${v.payload.dockerReference}`;
+        } catch (e) {
+          if (!(e instanceof TsimageError)) throw e;
+          reasons.push(sigs[ti]!.length > 1 ? `signature ${i + 1}: ${e.message}` : e.message);
+        }
+      }
+      if (!ok) refuse(`${label(t)}${reasons.length === 1 ? reasons[0] : `None of the signatures were accepted, reasons: ${reasons.join('; ')}`}`);
+      out.push(ok);
+    }
+    return out;
+  });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -405,12 +492,20 @@ export function policySubject(name: ImageName, manifestDigest: Digest, signature
  * throws PolicyRejectedError before anything is written. Signatures are looked up in the
  * source's `.sig` tag and referrers only when a rule needs them.
  */
-export async function enforcePolicy(policy: Policy, src: ImageSource, manifest: ManifestBytes, io?: Io): Promise<PolicyDecision> {
+export async function enforcePolicy(
+  policy: Policy,
+  src: ImageSource,
+  manifest: ManifestBytes,
+  io?: Io,
+  simple?: { targets?: SimpleTarget[] | undefined; read?: ((t: SimpleTarget) => Promise<Buffer[]>) | undefined },
+): Promise<PolicyDecision> {
   const subject = policySubject(src.name, manifest.digest, async () => {
     // a transport that cannot hold signatures (dir:, archives): there are none
     if (!src.manifestByRef && !layoutOf(src)) return [];
     const found = await findSignatures(sourceRepo(src), manifest.digest, io);
     return found.candidates;
   });
+  subject.simpleTargets = simple?.targets;
+  subject.simpleSignatures = simple?.read ?? (src.simpleSignatures ? (t) => src.simpleSignatures!(t.digest, { ...io, instance: t.instance }) : undefined);
   return evaluatePolicy(policy, subject);
 }

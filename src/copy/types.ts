@@ -51,7 +51,16 @@ export interface OpenOptions extends Io {
   userAgent?: string | undefined;
   /** More names for the image (skopeo's --additional-tag: docker-archive RepoTags). */
   additionalTags?: readonly string[] | undefined;
+  /** containers-registries.d(5) directory (skopeo's global --registries.d): where docker:// lookaside signatures live. */
+  registriesDir?: string | undefined;
 }
+
+/**
+ * Which signatures of a simple-signing store: `digest` is the manifest they sign; `instance` says it is an instance of
+ * the index that is the image's top manifest (dir: `<hex>.signature-N`), not the top manifest itself (`signature-N`).
+ * Registries key them by digest only (lookaside `<repo>@sha256=<hex>/signature-N`).
+ */
+export type SignatureIo = Io & { instance?: boolean | undefined };
 
 export interface ManifestBytes {
   /** The bytes exactly as stored/served: never re-serialized. */
@@ -79,6 +88,12 @@ export interface ImageSource {
   referrers?(digest: Digest, io?: Io & { artifactType?: string | undefined }): Promise<Descriptor[]>;
   /** Manifest by tag or digest in the same repository (used for `.sig` tags and referrers); optional capability. */
   manifestByRef?(tagOrDigest: string, io?: Io): Promise<ManifestBytes | undefined>;
+  /**
+   * containers-signature(5) "simple signing" signatures of a manifest (containers/image GetSignatures): opaque blobs
+   * (OpenPGP messages), in storage order; [] when there are none. docker: the lookaside of registries.d; dir:
+   * `signature-N` files. Optional capability: a source without it has none.
+   */
+  simpleSignatures?(digest: Digest, io?: SignatureIo): Promise<Buffer[]>;
   close(): Promise<void>;
 }
 
@@ -150,6 +165,17 @@ export interface ImageDestination {
   tags?(io?: Io): Promise<string[]>;
   /** Digest the destination currently has for a tag, if any (sync: one HEAD); optional capability. */
   manifestDigest?(tag: string, io?: Io): Promise<Digest | undefined>;
+  /**
+   * Store `sigs` as the complete list of simple signatures of a manifest written here (containers/image
+   * PutSignatures: what was there for that digest is replaced). Optional capability: a destination without it cannot
+   * store them (oci:, archives: as skopeo).
+   */
+  putSimpleSignatures?(digest: Digest, sigs: readonly Buffer[], io?: SignatureIo): Promise<void>;
+  /**
+   * Throws, naming why, when putSimpleSignatures could not store signatures here (docker: the registries.d lookaside
+   * for writing is not a file:// URL). Called before anything is written; optional.
+   */
+  checkSimpleSignatures?(io?: Io): Promise<void>;
   /** Make what was put durable/visible (archives are written here). */
   commit(io?: Io): Promise<void>;
   close(): Promise<void>;

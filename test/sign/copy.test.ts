@@ -106,9 +106,9 @@ describe('policy.json on copy', () => {
     await accepted(repo, 'team/app:v2');
     const exRepo = policyFile(dir, 'exrepo', scope([{ type: 'sigstoreSigned', keyData: kd, signedIdentity: { type: 'exactRepository', dockerRepository: 'other.example/app' } }]));
     await refused(exRepo, 'team/app:v1', /does not match other\.example\/app \(exactRepository\)/);
-    // signedBy (GPG) is refused with a message saying why
+    // signedBy (GPG): a cosign signature is not a simple signature (test/copy/gpg.test.ts has the GPG cases)
     const gpg = policyFile(dir, 'gpg', scope([{ type: 'signedBy', keyType: 'GPGKeys', keyPath: k.pub }]));
-    await refused(gpg, 'team/app:v1', /GPG simple signing .* is not supported/);
+    await refused(gpg, 'team/app:v1', /\(signedBy\): A signature was required, but no signature exists/);
     // every requirement must accept
     const both = policyFile(dir, 'both', scope([{ type: 'sigstoreSigned', keyPath: k.pub }, { type: 'reject' }]));
     await refused(both, 'team/app:v1', /\[1\] \(reject\)/);

@@ -206,9 +206,12 @@ describe('policy evaluation: each rule type', () => {
     assert.match(checkIdentity({ type: 'remapIdentity', prefix: 'reg.example:5000/n', signedPrefix: 'upstream.example/n' }, parseReference(ref), 'upstream.example/ns/app:v1')!, /remapIdentity/);
   });
 
-  it('signedBy (GPG) and sigstoreSigned with fulcio refuse with a message saying they are unsupported', async () => {
+  it('signedBy without simple signatures, signedBy X509, and sigstoreSigned with fulcio refuse saying why', async () => {
+    // (GPG signatures themselves: test/copy/gpg.test.ts)
     const gpg = parsePolicy('{"default":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"/k.gpg"}]}', 'pol.json');
-    await rejects(evaluatePolicy(gpg, subject(ref, [sig()])), /\(signedBy\): GPG simple signing .* is not supported/);
+    await rejects(evaluatePolicy(gpg, subject(ref, [sig()])), /\(signedBy\): A signature was required, but no signature exists/);
+    const x509 = parsePolicy('{"default":[{"type":"signedBy","keyType":"X509Certificates","keyPath":"/k.pem"}]}', 'pol.json');
+    await rejects(evaluatePolicy(x509, subject(ref, [sig()])), /Unimplemented "keyType" value "X509Certificates"/);
     const fulcio = parsePolicy('{"default":[{"type":"sigstoreSigned","fulcio":{"caPath":"/x"}}]}', 'pol.json');
     await rejects(evaluatePolicy(fulcio, subject(ref, [sig()])), /fulcio\/pki certificates is not supported/);
   });

@@ -1,9 +1,11 @@
 /**
  * Signing and policy on copy/sync: what the engine's hooks run.
  *
- *   beforeWrite  -> policy.json for the source image (refuse before anything is written)
+ *   beforeWrite  -> policy.json for the source image (refuse before anything is written); the source's simple
+ *                   (GPG) signatures read, and a destination that cannot store them refused (as skopeo)
  *   afterManifest-> carry the source's `.sig` tag and referrers to the destination (unless
- *                   --remove-signatures), then sign the destination image (--sign-by-key)
+ *                   --remove-signatures), then sign the destination image (--sign-by-key); simple signatures
+ *                   carried (registries.d lookaside, dir: files) and a new one added with --sign-by (gpg)
  *
  * The hooks take a small structural context so the engine's own context type fits it.
  */
@@ -13,7 +15,10 @@ import { isIndexType } from '../../oci/mediatypes.js';
 import { UsageError } from '../../oci/errors.js';
 import { type Io } from '../../oci/io.js';
 import type { ImageDestination, ImageSource, ManifestBytes } from '../types.js';
-import { enforcePolicy, type Policy, type PolicyDecision } from '../policy.js';
+import { enforcePolicy, type Policy, type PolicyDecision, type SimpleTarget } from '../policy.js';
+import { parseManifest, type Descriptor, type Platform } from '../../oci/manifest.js';
+import { isManifestType } from '../../oci/mediatypes.js';
+import { hostPlatform, selectPlatform } from '../../oci/platform.js';
 import { carryAttachments, listReferrers, lookupAttachments, signatureTag, signImage, type AttachmentLookup, type CarryResult, type SignResult } from './attachments.js';
 import { layoutOf, layoutRepo, sourceRepo, transportRepo, type ArtifactRepo } from './repo.js';
 import { normalizedNamed } from './verify.js';
@@ -27,6 +32,8 @@ export interface CopyHookContext {
   /** The top manifest as written at the destination (afterManifest). */
   destManifest?: ManifestBytes | undefined;
   io?: Io | undefined;
+  /** The copy's options (which instances of a list are copied: what simple signatures and signedBy apply to). */
+  options?: { all?: boolean | undefined; indexOnly?: boolean | undefined; platform?: Platform | undefined } | undefined;
 }
 
 export interface SigningCopyOptions {
@@ -40,6 +47,12 @@ export interface SigningCopyOptions {
   signIdentity?: string | undefined;
   /** Also store the new signature as a referrer. */
   signReferrer?: boolean | undefined;
+  /** Add a simple (GPG) signature made with this key (skopeo's --sign-by FINGERPRINT). */
+  signByGpg?: string | undefined;
+  /** Passphrase file for signByGpg (first line; loopback pinentry). */
+  gpgPassphraseFile?: string | undefined;
+  /** `optional.creator` of new simple signatures (default "tscopy"). */
+  creator?: string | undefined;
   /** Opens a reader on the destination name (docker: a source of the same repository), for merging and fallbacks. */
   openDestinationReader?: ((d: ImageDestination) => Promise<ImageSource | undefined>) | undefined;
   /** Notices for the user (not errors). */
@@ -50,6 +63,56 @@ export interface SigningCopyReport {
   policy?: PolicyDecision | undefined;
   carried?: CarryResult | undefined;
   signed?: SignResult | undefined;
+  /** Simple signatures written at the destination, per manifest digest (carried + new). */
+  simple?: { digest: Digest; instance: boolean; count: number; added: number }[] | undefined;
+}
+
+/** What skopeo says for destinations that cannot store simple signatures (containers/image SupportsSignatures). */
+function noSignaturesReason(d: ImageDestination): string {
+  switch (d.name.transport) {
+    case 'oci':
+    case 'oci-archive':
+      return 'Pushing signatures for OCI images is not supported';
+    case 'docker-archive':
+      return 'Storing signatures for docker tar files is not supported';
+    default:
+      return `${d.name.transport}: destinations cannot store signatures`;
+  }
+}
+
+/** Which manifests of a copy have simple signatures of their own: the image, or (lists) the list and the instances copied. */
+interface SimplePlan {
+  /** Targets at the source whose signatures are carried, with where they go at the destination. */
+  carry: { src: SimpleTarget; destInstance: boolean }[];
+  /** What signedBy checks (containers/image: each image copied, not the list). */
+  policy: SimpleTarget[];
+  /** The instance copied from a list without --all. */
+  selected?: Digest | undefined;
+}
+
+function simplePlan(ctx: CopyHookContext): SimplePlan {
+  const top = ctx.sourceManifest;
+  const self: SimpleTarget = { digest: top.digest, instance: false };
+  if (!isIndexType(top.mediaType)) return { carry: [{ src: self, destInstance: false }], policy: [self] };
+  let children: Descriptor[] = [];
+  try {
+    const p = parseManifest(top.bytes, top.mediaType);
+    if (p.kind === 'index') children = p.doc.manifests;
+  } catch {
+    return { carry: [{ src: self, destInstance: false }], policy: [self] };
+  }
+  const o = ctx.options ?? {};
+  // the destination has the list itself (a sync finding it up to date): the list and every instance
+  const all = o.all || ctx.destManifest?.digest === top.digest;
+  if (o.indexOnly && !all) return { carry: [{ src: self, destInstance: false }], policy: [self] };
+  if (all) {
+    const inst = children.map((c): SimpleTarget => ({ digest: c.digest, instance: true }));
+    return { carry: [{ src: self, destInstance: false }, ...inst.map((t) => ({ src: t, destInstance: true }))], policy: inst.length ? inst : [self] };
+  }
+  const child = selectPlatform(children.filter((m) => isManifestType(m.mediaType)), o.platform ?? hostPlatform());
+  if (!child) return { carry: [], policy: [self] };
+  const t: SimpleTarget = { digest: child.digest, instance: true };
+  return { carry: [{ src: t, destInstance: false }], policy: [t], selected: child.digest };
 }
 
 /** The destination as a read/write ArtifactRepo. */
@@ -107,21 +170,128 @@ export function signingHooks(o: SigningCopyOptions): {
     }
     return p;
   };
+  /** Per copy (keyed by its source): the simple-signature plan and the signatures read (shared by policy and carrying). */
+  const simple = new WeakMap<ImageSource, { plan: SimplePlan; reads: Map<string, Promise<Buffer[]>> }>();
+  const simpleState = (ctx: CopyHookContext) => {
+    let st = simple.get(ctx.source);
+    if (!st) {
+      st = { plan: simplePlan(ctx), reads: new Map() };
+      simple.set(ctx.source, st);
+    }
+    return st;
+  };
+  const readSimple = (ctx: CopyHookContext, t: SimpleTarget): Promise<Buffer[]> => {
+    const st = simpleState(ctx);
+    const key = `${t.instance ? 'i' : 't'}:${t.digest}`;
+    let p = st.reads.get(key);
+    if (!p) {
+      p = ctx.source.simpleSignatures ? ctx.source.simpleSignatures(t.digest, { ...ctx.io, instance: t.instance }) : Promise.resolve([]);
+      p.catch(() => undefined);
+      st.reads.set(key, p);
+    }
+    return p;
+  };
+  /** The signatures to carry, per plan entry ([] with --remove-signatures). */
+  const carried = async (ctx: CopyHookContext): Promise<{ src: SimpleTarget; destInstance: boolean; sigs: Buffer[] }[]> => {
+    if (o.removeSignatures || !ctx.source.simpleSignatures) return [];
+    const { plan } = simpleState(ctx);
+    return Promise.all(plan.carry.map(async (c) => ({ ...c, sigs: await readSimple(ctx, c.src) })));
+  };
   return {
     report,
     async beforeWrite(ctx) {
       if (o.signBy && !ctx.destination.caps.acceptsSignatures)
         throw new UsageError(`${ctx.destination.name}: this destination cannot store signatures (--sign-by-key needs a registry or an OCI layout)`);
-      if (o.policy) report.policy = await enforcePolicy(o.policy, ctx.source, ctx.sourceManifest, ctx.io);
+      const st = simpleState(ctx);
+      if (o.signByGpg) {
+        // what skopeo checks before copying: an identity to sign for, a destination that stores signatures
+        signIdentityFor(ctx.destination);
+        if (!ctx.destination.putSimpleSignatures) throw new UsageError(`Can not sign ${ctx.destination.name}: ${noSignaturesReason(ctx.destination)}`);
+      }
+      if (o.policy)
+        report.policy = await enforcePolicy(o.policy, ctx.source, ctx.sourceManifest, ctx.io, { targets: st.plan.policy, read: (t) => readSimple(ctx, t) });
+      const withSigs = (await carried(ctx)).filter((c) => c.sigs.length > 0);
+      if (withSigs.length && !ctx.destination.putSimpleSignatures)
+        throw new UsageError(
+          `Can not copy signatures to ${ctx.destination.name}: ${noSignaturesReason(ctx.destination)} (the source has ${withSigs.reduce((n, c) => n + c.sigs.length, 0)} simple signature(s); use --remove-signatures to copy without them)`,
+        );
+      if (withSigs.length || o.signByGpg) await ctx.destination.checkSimpleSignatures?.(ctx.io);
       lookupFor(ctx);
     },
     async carryOnly(ctx) {
+      await afterSimple(ctx, false);
       await after(ctx, false);
     },
     async afterManifest(ctx) {
+      await afterSimple(ctx, true);
       await after(ctx, true);
     },
   };
+
+  /** The identity new signatures are for: --sign-identity (a full reference), else the destination's reference. */
+  function signIdentityFor(dst: ImageDestination): string {
+    if (o.signIdentity) {
+      const r = normalizedNamed(o.signIdentity);
+      if (!r.tag && !r.digest) throw new UsageError(`Sign identity must be a fully specified reference ${o.signIdentity}`);
+      return `${r.registry}/${r.repository}${r.tag ? `:${r.tag}` : ''}${r.digest ? `@${r.digest}` : ''}`;
+    }
+    const ref = dst.name.dockerReference;
+    if (!ref) throw new UsageError(`Cannot determine canonical Docker reference for destination ${dst.name} (use --sign-identity)`);
+    const r = normalizedNamed(ref);
+    return `${r.registry}/${r.repository}${r.tag ? `:${r.tag}` : r.digest ? `@${r.digest}` : ':latest'}`;
+  }
+
+  /** Simple signatures: carried (unless --remove-signatures) and, with --sign-by, one more per manifest written. */
+  async function afterSimple(ctx: CopyHookContext, sign: boolean): Promise<void> {
+    const signBy = sign ? o.signByGpg : undefined;
+    const written = ctx.destManifest ?? ctx.sourceManifest;
+    const puts = new Map<string, { digest: Digest; instance: boolean; sigs: Buffer[]; added: number }>();
+    const put = (digest: Digest, instance: boolean) => {
+      const k = `${instance ? 'i' : 't'}:${digest}`;
+      let e = puts.get(k);
+      if (!e) puts.set(k, (e = { digest, instance, sigs: [], added: 0 }));
+      return e;
+    };
+    const srcTop = ctx.sourceManifest.digest;
+    const { plan } = simpleState(ctx);
+    let lost = 0;
+    for (const c of await carried(ctx)) {
+      if (!c.sigs.length) continue;
+      // the manifest each signature is about must be the one written there
+      const same = c.destInstance ? written.digest === srcTop : c.src.instance ? written.digest === plan.selected : written.digest === srcTop;
+      if (!same) {
+        lost += c.sigs.length;
+        continue;
+      }
+      put(c.destInstance ? c.src.digest : written.digest, c.destInstance).sigs.push(...c.sigs);
+    }
+    if (lost) o.log?.(`Simple signatures not copied: the manifest changed (${srcTop} -> ${written.digest}), so ${lost} signature(s) no longer apply`);
+    if (signBy) {
+      if (!ctx.destination.putSimpleSignatures) throw new UsageError(`Can not sign ${ctx.destination.name}: ${noSignaturesReason(ctx.destination)}`);
+      const identity = signIdentityFor(ctx.destination);
+      // skopeo --all signs every instance and the list
+      const targets: { digest: Digest; instance: boolean }[] = [
+        ...childDigests(written).map((d) => ({ digest: d, instance: true })),
+        { digest: written.digest, instance: false },
+      ];
+      const [{ gpgSign }, { makeSimplePayload }] = await Promise.all([import('./gpg.js'), import('./simple.js')]);
+      for (const t of targets) {
+        const payload = makeSimplePayload(identity, t.digest, { creator: o.creator ?? 'tscopy', timestamp: Math.floor(Date.now() / 1000) });
+        const sig = await gpgSign(payload, signBy, { passphraseFile: o.gpgPassphraseFile, signal: ctx.io?.signal });
+        const e = put(t.digest, t.instance);
+        e.sigs.push(sig);
+        e.added++;
+      }
+      o.log?.(`Signed ${written.digest} with GPG key ${signBy} (${identity})${targets.length > 1 ? ` and its ${targets.length - 1} instance(s)` : ''}`);
+    }
+    if (!puts.size) return;
+    if (!ctx.destination.putSimpleSignatures) throw new UsageError(`Can not copy signatures to ${ctx.destination.name}: ${noSignaturesReason(ctx.destination)}`);
+    report.simple = [];
+    for (const e of puts.values()) {
+      await ctx.destination.putSimpleSignatures(e.digest, e.sigs, { ...ctx.io, instance: e.instance });
+      report.simple.push({ digest: e.digest, instance: e.instance, count: e.sigs.length, added: e.added });
+    }
+  }
   async function after(ctx: CopyHookContext, sign: boolean): Promise<void> {
     const signBy = sign ? o.signBy : undefined;
     const wantCarry = !o.removeSignatures;

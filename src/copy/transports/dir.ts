@@ -13,7 +13,7 @@ import { MAX_MANIFEST_SIZE, readAll, type Io } from '../../oci/io.js';
 import { MediaTypes } from '../../oci/mediatypes.js';
 import { OciError, TsimageError, UsageError } from '../../oci/errors.js';
 import { type Descriptor } from '../../oci/manifest.js';
-import type { PutBlobInfo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, ReuseResult, Transport } from '../types.js';
+import type { PutBlobInfo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, ReuseResult, SignatureIo, Transport } from '../types.js';
 import { explicitPath, LocalName, manifestBytes, pathNamespaces, writeBlobFile } from './common.js';
 
 export const DIR_VERSION = 'Directory Transport Version: 1.1\n';
@@ -65,6 +65,12 @@ class DirSource implements ImageSource {
       s.once('close', () => sig.removeEventListener('abort', onAbort));
     }
     return s;
+  }
+
+  /** `signature-1`, `signature-2`, ... (an index's instance: `<hex>.signature-N`), as containers/image's dir transport. */
+  async simpleSignatures(digest: Digest, io: SignatureIo = {}): Promise<Buffer[]> {
+    const { readNumberedFiles } = await import('../lookaside.js');
+    return readNumberedFiles(this.dir, io.instance ? `${digestHex(digest)}.` : '');
   }
 
   async close(): Promise<void> {}
@@ -126,6 +132,13 @@ class DirDestination implements ImageDestination {
       await fsp.rm(tmp, { force: true }).catch(() => {});
       throw new TsimageError(`${this.name}: writing ${file}: ${(e as Error).message}`, { cause: e });
     }
+  }
+
+  /** `signature-N` files (an instance's: `<hex>.signature-N`), each written atomically, mode 0644. */
+  async putSimpleSignatures(digest: Digest, sigs: readonly Buffer[], io: SignatureIo = {}): Promise<void> {
+    const { writeFileAtomic } = await import('../lookaside.js');
+    const prefix = io.instance ? `${digestHex(digest)}.` : '';
+    for (let i = 0; i < sigs.length; i++) await writeFileAtomic(join(this.dir, `${prefix}signature-${i + 1}`), sigs[i]!);
   }
 
   async commit(): Promise<void> {}

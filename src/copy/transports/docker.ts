@@ -17,7 +17,19 @@ import {
   type ImageReference,
   type Io,
 } from '../registry/oci.js';
-import type { PutBlobInfo, PutBlobIo as TransportPutBlobIo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, OpenOptions, ReuseResult, Transport } from '../types.js';
+import type {
+  PutBlobInfo,
+  PutBlobIo as TransportPutBlobIo,
+  DestinationCaps,
+  ImageDestination,
+  ImageName,
+  ImageSource,
+  ManifestBytes,
+  OpenOptions,
+  ReuseResult,
+  SignatureIo,
+  Transport,
+} from '../types.js';
 import { isBlockedRegistry, pullSources, pushLocation, type PullSource } from '../registry/registries.js';
 import { registryClient, type BlobUploadIo, type RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 
@@ -139,6 +151,15 @@ export class DockerSource implements ImageSource {
     }
   }
 
+  /** registries.d directory (--registries.d) for the lookaside. */
+  registriesDir: string | undefined;
+
+  /** Simple signatures from the registries.d lookaside of where the image is read from (mirror or location). */
+  async simpleSignatures(digest: Digest, io?: SignatureIo): Promise<Buffer[]> {
+    const { readLookasideOf } = await import('./docker-lookaside.js');
+    return readLookasideOf(this.client, this.at, this.registriesDir, digest, { signal: signalOf(io, this.io) });
+  }
+
   async close(): Promise<void> {
     /* pools are shared per registry (closeRegistryClients) */
   }
@@ -213,6 +234,20 @@ export class DockerDestination implements ImageDestination {
     return (await this.client.headManifest(this.repo, tag, { signal: signalOf(io, this.io) }))?.digest;
   }
 
+  /** registries.d directory (--registries.d) for the lookaside. */
+  registriesDir: string | undefined;
+
+  async checkSimpleSignatures(): Promise<void> {
+    const { checkLookasideOf } = await import('./docker-lookaside.js');
+    await checkLookasideOf(this.at, this.registriesDir);
+  }
+
+  /** Simple signatures to the registries.d lookaside (lookaside-staging, else lookaside; file:// only). */
+  async putSimpleSignatures(digest: Digest, sigs: readonly Buffer[]): Promise<void> {
+    const { writeLookasideOf } = await import('./docker-lookaside.js');
+    await writeLookasideOf(this.at, this.registriesDir, digest, sigs);
+  }
+
   async commit(): Promise<void> {}
 
   async close(): Promise<void> {}
@@ -246,13 +281,14 @@ export const dockerTransport: Transport = {
     await refuseBlocked(n, opts);
     const io = { signal: opts?.signal };
     const sources = await pullSources(repositoryName(n.ref), n.ref.digest !== undefined, envOf(opts));
-    if (sources.length === 1 && sources[0]!.repository === repositoryName(n.ref)) return new DockerSource(n, dockerClient(n, opts), io);
+    const withDir = <T extends { registriesDir: string | undefined }>(x: T): T => Object.assign(x, { registriesDir: opts?.registriesDir });
+    if (sources.length === 1 && sources[0]!.repository === repositoryName(n.ref)) return withDir(new DockerSource(n, dockerClient(n, opts), io));
     // registries.conf mirrors (then the location): the first that serves the manifest is the source
     const failures: string[] = [];
     let last: unknown;
     for (const where of sources) {
       const { at, client } = placed(n, where, opts);
-      const src = new DockerSource(n, client, io, at);
+      const src = withDir(new DockerSource(n, client, io, at));
       if (sources.length === 1) return src;
       try {
         await src.prime(io);
@@ -271,8 +307,11 @@ export const dockerTransport: Transport = {
     await refuseBlocked(n, opts);
     const io = { signal: opts?.signal };
     const where = await pushLocation(repositoryName(n.ref), envOf(opts));
-    if (where.repository === repositoryName(n.ref)) return new DockerDestination(n, dockerClient(n, opts), io);
-    const { at, client } = placed(n, where, opts);
-    return new DockerDestination(n, client, io, at);
+    const dest = where.repository === repositoryName(n.ref) ? new DockerDestination(n, dockerClient(n, opts), io) : (() => {
+      const { at, client } = placed(n, where, opts);
+      return new DockerDestination(n, client, io, at);
+    })();
+    dest.registriesDir = opts?.registriesDir;
+    return dest;
   },
 };
