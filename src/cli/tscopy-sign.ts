@@ -97,4 +97,32 @@ export function registerSignCommands(p: Command): void {
     const m = await import('./sign-impl.js');
     await m.referrersCmd(image, opts);
   });
+
+  // skopeo's "simple signing" debugging commands (GPG, local files)
+  p.command('standalone-sign')
+    .description('Create a simple signing (GPG) signature of a manifest file for DOCKER-REFERENCE with KEY-FINGERPRINT (skopeo standalone-sign)')
+    .usage('[options] MANIFEST DOCKER-REFERENCE KEY-FINGERPRINT --output|-o SIGNATURE')
+    .argument('[manifest]', 'the image manifest file')
+    .argument('[docker-reference]', 'the docker reference to identify the image with (used as given)')
+    .argument('[key-fingerprint]', 'the GPG key to sign with (in $GNUPGHOME or ~/.gnupg)')
+    .allowExcessArguments(true)
+    .option('-o, --output <signature>', 'write the signature to this file')
+    .option('--passphrase-file <file>', 'the key\'s passphrase (first line; loopback pinentry)')
+    .action(async (_m: string, _r: string, _f: string, opts: { output?: string; passphraseFile?: string }, cmd: Command) => {
+      const m = await import('./standalone-impl.js');
+      await m.standaloneSignCmd(cmd.args, opts);
+    });
+  p.command('standalone-verify')
+    .description('Verify a simple signing (GPG) signature of a manifest file and print the signed digest (skopeo standalone-verify)')
+    .usage('[options] MANIFEST DOCKER-REFERENCE KEY-FINGERPRINTS SIGNATURE')
+    .argument('[manifest]', 'the image manifest file')
+    .argument('[docker-reference]', 'the docker reference the signature must be for')
+    .argument('[key-fingerprints]', 'the trusted signing key(s), comma separated, or "any" with --public-key-file')
+    .argument('[signature]', 'the signature file')
+    .allowExcessArguments(true)
+    .option('--public-key-file <file>', 'verify with the keys in this file only (default: the keys in $GNUPGHOME or ~/.gnupg)')
+    .action(async (_m: string, _r: string, _f: string, _s: string, opts: { publicKeyFile?: string }, cmd: Command) => {
+      const m = await import('./standalone-impl.js');
+      await m.standaloneVerifyCmd(cmd.args, opts);
+    });
 }

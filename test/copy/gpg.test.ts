@@ -5,11 +5,12 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pushBase } from '../fixtures/base.js';
+import { createServer, type Server } from 'node:http';
+import { baseLayout, baseLayoutCopy, pushBase } from '../fixtures/base.js';
 import { procsWith, requireTool } from '../helpers.js';
 import { spawnRegistry, startDistribution } from '../registry/util.js';
 import { tscopy } from '../sign/util.js';
@@ -32,6 +33,9 @@ interface Env {
   reg: string; // distribution host:port
   reg2: string; // tsregistry host:port
   digest: string;
+  /** An http server serving `staging` at /sigs (an http(s) lookaside). */
+  http: string;
+  staging: string;
 }
 
 function gpg(e: { env: NodeJS.ProcessEnv }, args: string[], input?: Buffer): Buffer {
@@ -47,6 +51,19 @@ function run(e: Env, args: string[]): { status: number; stdout: string; stderr: 
 function skopeo(e: Env, args: string[]): { status: number; stdout: string; stderr: string } {
   const r = spawnSync('skopeo', args, { env: e.env, encoding: 'utf8' });
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** tscopy/skopeo without blocking this process (the http lookaside is served from here). */
+function runAsync(e: Env, cmd: 'tscopy' | 'skopeo', args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  const bin = cmd === 'tscopy' ? [process.execPath, new URL('../../../bin/tscopy.js', import.meta.url).pathname] : ['skopeo'];
+  return new Promise((resolve) => {
+    const c = spawn(bin[0]!, [...bin.slice(1), ...args], { env: e.env });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d) => (stdout += d));
+    c.stderr.on('data', (d) => (stderr += d));
+    c.on('close', (code) => resolve({ status: code ?? -1, stdout, stderr }));
+  });
 }
 
 function policy(e: Env, name: string, req: Record<string, unknown>): string {
@@ -90,11 +107,30 @@ describe('GPG simple signing (lookaside, policy signedBy) against skopeo', () =>
     const d = await startDistribution(T);
     const r2 = await spawnRegistry(T, join(dir, 'tsreg'));
     const lookaside = join(dir, 'lookaside');
+    const staging = join(dir, 'staging');
+    // a static file server for the http lookaside (the staging directory, as a web server would publish it)
+    const server: Server = createServer((req, res) => {
+      const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+      const file = join(staging, path.replace(/^\/sigs\//, ''));
+      if (!path.startsWith('/sigs/') || path.includes('..') || !existsSync(file)) {
+        res.writeHead(404).end('not found');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(readFileSync(file));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const addr = server.address();
+    const http = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/sigs`;
     const regd = join(dir, 'registries.d');
     mkdirSync(regd);
-    writeFileSync(join(regd, 'test.yaml'), `docker:\n  ${d.addr}:\n    lookaside: file://${lookaside}\n  ${r2.addr}:\n    sigstore: file://${lookaside}2\n`);
+    writeFileSync(
+      join(regd, 'test.yaml'),
+      `docker:\n  ${d.addr}:\n    lookaside: file://${lookaside}\n  ${r2.addr}:\n    sigstore: file://${lookaside}2\n` +
+        `  ${d.addr}/web:\n    lookaside: ${http}\n    lookaside-staging: file://${staging}\n  ${d.addr}/ro:\n    lookaside: ${http}\n`,
+    );
     const digest = await pushBase(d.addr, 'app/unsigned', 'v1');
-    E = { dir, gnupg, env, fpr, pub, wrongPub, wrongFpr, regd, lookaside, reg: d.addr, reg2: r2.addr, digest };
+    E = { dir, gnupg, env, fpr, pub, wrongPub, wrongFpr, regd, lookaside, reg: d.addr, reg2: r2.addr, digest, http, staging };
   });
 
   after(async () => {
@@ -228,6 +264,126 @@ describe('GPG simple signing (lookaside, policy signedBy) against skopeo', () =>
     assert.match(o.stderr, /Can not copy signatures to oci:.*Pushing signatures for OCI images is not supported.*--remove-signatures/);
     const idx = join(E.dir, 'layout', 'index.json');
     assert.ok(!existsSync(idx) || JSON.parse(readFileSync(idx, 'utf8')).manifests.length === 0, 'no image written to the layout');
+  });
+
+  it('standalone-sign / standalone-verify cross-checked with skopeo (output and error texts)', async () => {
+    const base = await baseLayout();
+    const man = join(E.dir, 'manifest.json');
+    writeFileSync(man, readFileSync(join(base.dir, 'blobs', 'sha256', base.manifestDigest.slice(7))));
+    const ref = 'registry.example.com/team/app:v1';
+    const mine = run(E, ['standalone-sign', '-o', join(E.dir, 'ts.sig'), man, ref, E.fpr]);
+    assert.equal(mine.status, 0, mine.stderr);
+    const sv = skopeo(E, ['standalone-verify', man, ref, E.fpr, join(E.dir, 'ts.sig')]);
+    assert.equal(sv.status, 0, sv.stderr);
+    assert.equal(sv.stdout, `Signature verified, digest ${base.manifestDigest}\n`);
+    assert.equal(skopeo(E, ['standalone-sign', '-o', join(E.dir, 'sk.sig'), man, ref, E.fpr]).status, 0);
+    const tv = run(E, ['standalone-verify', man, ref, E.fpr, join(E.dir, 'sk.sig')]);
+    assert.equal(tv.status, 0, tv.stderr);
+    assert.equal(tv.stdout, sv.stdout, 'the same output as skopeo');
+    // the same refusals, in skopeo's words
+    for (const [args, what] of [
+      [[man, 'registry.example.com/team/other:v1', E.fpr, join(E.dir, 'sk.sig')], 'identity'],
+      [[man, ref, E.wrongFpr, join(E.dir, 'sk.sig')], 'fingerprint'],
+      [[join(E.dir, 'sk.sig'), ref, E.fpr, join(E.dir, 'sk.sig')], 'digest'],
+    ] as [string[], string][]) {
+      const a = run(E, ['standalone-verify', ...args]);
+      const b = skopeo(E, ['standalone-verify', ...args]);
+      assert.equal(a.status, 1, what);
+      assert.notEqual(b.status, 0, what);
+      const msg = /Error verifying signature: [^\n]*/.exec(a.stderr)?.[0];
+      assert.ok(msg, `${what}: ${a.stderr}`);
+      assert.ok(b.stderr.replace(/\\"/g, '"').includes(msg), `${what}: skopeo said ${b.stderr}, tscopy ${msg}`);
+    }
+    // newer skopeo's forms: a fingerprint list, and "any" with --public-key-file (only those keys)
+    const list = run(E, ['standalone-verify', man, ref, `${E.wrongFpr},${E.fpr}`, join(E.dir, 'sk.sig')]);
+    assert.equal(list.stdout, `Signature verified using fingerprint ${E.fpr}, digest ${base.manifestDigest}\n`);
+    assert.equal(run(E, ['standalone-verify', '--public-key-file', E.pub, man, ref, 'any', join(E.dir, 'sk.sig')]).status, 0);
+    const other = run(E, ['standalone-verify', '--public-key-file', E.wrongPub, man, ref, 'any', join(E.dir, 'sk.sig')]);
+    assert.equal(other.status, 1);
+    assert.match(other.stderr, /not among the trusted keys/);
+    assert.equal(run(E, ['standalone-verify', man, ref, 'any', join(E.dir, 'sk.sig')]).status, 2);
+    assert.match(run(E, ['standalone-sign', man, ref, E.fpr]).stderr, /Usage: tscopy standalone-sign manifest docker-reference key-fingerprint -o signature/);
+    assert.match(run(E, ['standalone-sign', '-o', join(E.dir, 'x.sig'), man, ref, '0'.repeat(40)]).stderr, /Error creating signature: key "0{40}" not found/);
+  });
+
+  it('--all signs and carries the list and every instance (dir: files as skopeo writes them); sync --sign-by; a passphrase file', async () => {
+    // a two-platform list
+    const layoutDir = join(E.dir, 'multi');
+    mkdirSync(layoutDir);
+    const layout = await baseLayoutCopy(layoutDir);
+    const base = await baseLayout();
+    const m1 = JSON.parse((await layout.readBytes(base.manifestDigest)).toString());
+    const c2 = JSON.parse((await layout.readBytes(m1.config.digest)).toString());
+    c2.architecture = 'arm64';
+    const cfg2 = await layout.putBytes('application/vnd.oci.image.config.v1+json', JSON.stringify(c2));
+    const m2 = await layout.putBytes('application/vnd.oci.image.manifest.v1+json', JSON.stringify({ ...m1, config: { ...m1.config, digest: cfg2.digest, size: cfg2.size } }));
+    const size1 = (await layout.readBytes(base.manifestDigest)).length;
+    const idx = await layout.putBytes(
+      'application/vnd.oci.image.index.v1+json',
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.index.v1+json',
+        manifests: [
+          { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: base.manifestDigest, size: size1, platform: { architecture: 'amd64', os: 'linux' } },
+          { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: m2.digest, size: m2.size, platform: { architecture: 'arm64', os: 'linux' } },
+        ],
+      }),
+    );
+    await layout.tag('multi', idx);
+    const r = run(E, ['--registries.d', E.regd, '--insecure-policy', 'copy', '-q', '--all', ...TLS, '--sign-by', E.fpr, `oci:${layoutDir}:multi`, `docker://${E.reg}/app/multi:v1`]);
+    assert.equal(r.status, 0, r.stderr);
+    for (const d of [idx.digest, base.manifestDigest, m2.digest]) assert.ok(existsSync(join(sigDir(E, 'app/multi', d), 'signature-1')), `signature of ${d}`);
+    const pol = policy(E, 'multi', { type: 'signedBy', keyType: 'GPGKeys', keyPath: E.pub });
+    const sk = skopeo(E, ['--registries.d', E.regd, '--policy', pol, 'copy', '-q', '--all', '--src-tls-verify=false', `docker://${E.reg}/app/multi:v1`, `dir:${E.dir}/multi-sk`]);
+    assert.equal(sk.status, 0, sk.stderr);
+    const ts = run(E, ['--registries.d', E.regd, '--policy', pol, 'copy', '-q', '--all', ...TLS, `docker://${E.reg}/app/multi:v1`, `dir:${E.dir}/multi-ts`]);
+    assert.equal(ts.status, 0, ts.stderr);
+    const names = readdirSync(join(E.dir, 'multi-sk')).sort();
+    assert.ok(names.includes(`${m2.digest.slice(7)}.signature-1`) && names.includes('signature-1'), names.join(' '));
+    assert.deepEqual(readdirSync(join(E.dir, 'multi-ts')).sort(), names);
+    for (const f of names) assert.ok(readFileSync(join(E.dir, 'multi-ts', f)).equals(readFileSync(join(E.dir, 'multi-sk', f))), f);
+    // a single instance from the signed list: the instance's own signature is checked and carried
+    const one = run(E, ['--registries.d', E.regd, '--policy', pol, 'copy', '-q', '--override-arch', 'arm64', ...TLS, `docker://${E.reg}/app/multi:v1`, `dir:${E.dir}/one`]);
+    assert.equal(one.status, 0, one.stderr);
+    assert.ok(readFileSync(join(E.dir, 'one', 'signature-1')).equals(readFileSync(join(sigDir(E, 'app/multi', m2.digest), 'signature-1'))));
+
+    // sync --sign-by, with a key that has a passphrase (loopback pinentry, first line of the file)
+    gpg(E, ['--pinentry-mode', 'loopback', '--passphrase', 'secret words', '--quick-gen-key', 'Locked <locked@example.invalid>', 'ed25519', 'sign', 'never']);
+    const locked = /^fpr:+([0-9A-F]+):/m.exec(gpg(E, ['--with-colons', '--list-secret-keys', 'locked@example.invalid']).toString())![1]!;
+    writeFileSync(join(E.dir, 'pp-wrong'), 'wrong\n');
+    writeFileSync(join(E.dir, 'pp'), 'secret words\nsecond line ignored\n');
+    const bad = run(E, ['--registries.d', E.regd, '--insecure-policy', 'sync', '-q', '--src', 'docker', '--dest', 'docker', ...TLS, '--sign-by', locked, '--sign-passphrase-file', join(E.dir, 'pp-wrong'), `${E.reg}/app/unsigned`, `${E.reg2}/bad`]);
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /bad passphrase|Bad passphrase/i);
+    const s = run(E, ['--registries.d', E.regd, '--insecure-policy', 'sync', '-q', '--src', 'docker', '--dest', 'docker', ...TLS, '--sign-by', locked, '--sign-passphrase-file', join(E.dir, 'pp'), `${E.reg}/app/unsigned`, `${E.reg2}/synced`]);
+    assert.equal(s.status, 0, s.stderr);
+    writeFileSync(join(E.dir, 'locked.gpg'), gpg(E, ['--export', locked]));
+    const lp = policy(E, 'locked', { type: 'signedBy', keyType: 'GPGKeys', keyPath: join(E.dir, 'locked.gpg') });
+    const v = skopeo(E, ['--registries.d', E.regd, '--policy', lp, 'copy', '-q', '--src-tls-verify=false', `docker://${E.reg2}/synced/unsigned:v1`, `dir:${E.dir}/synced-dir`]);
+    assert.equal(v.status, 0, v.stderr);
+  });
+
+  it('an http lookaside is read through the registry client; writes go to lookaside-staging; http without staging is refused before writing', async () => {
+    const r = await runAsync(E, 'tscopy', ['--registries.d', E.regd, '--insecure-policy', 'copy', '-q', ...TLS, '--sign-by', E.fpr, `docker://${E.reg}/app/unsigned:v1`, `docker://${E.reg}/web/app:v1`]);
+    assert.equal(r.status, 0, r.stderr);
+    const staged = join(E.staging, `web/app@${E.digest.replace(':', '=')}`, 'signature-1');
+    assert.ok(existsSync(staged), 'written to lookaside-staging');
+    const pol = policy(E, 'web', { type: 'signedBy', keyType: 'GPGKeys', keyPath: E.pub });
+    const v = await runAsync(E, 'tscopy', ['--registries.d', E.regd, '--policy', pol, 'copy', '-q', ...TLS, `docker://${E.reg}/web/app:v1`, `dir:${E.dir}/web-dir`]);
+    assert.equal(v.status, 0, v.stderr);
+    assert.ok(readFileSync(join(E.dir, 'web-dir', 'signature-1')).equals(readFileSync(staged)), 'read back over http');
+    assert.equal((await runAsync(E, 'skopeo', ['--registries.d', E.regd, '--policy', pol, 'copy', '-q', '--src-tls-verify=false', `docker://${E.reg}/web/app:v1`, `dir:${E.dir}/web-sk`])).status, 0);
+    // writing to an http lookaside: refused before anything is written
+    const ro = await runAsync(E, 'tscopy', ['--registries.d', E.regd, '--insecure-policy', 'copy', '-q', ...TLS, '--sign-by', E.fpr, `docker://${E.reg}/app/unsigned:v1`, `docker://${E.reg}/ro/app:v1`]);
+    assert.notEqual(ro.status, 0);
+    assert.match(ro.stderr, /Writing directly to a http lookaside .* is not supported .*Configure a lookaside-staging: location/);
+    assert.equal((await fetch(`http://${E.reg}/v2/ro/app/manifests/v1`, { method: 'HEAD', headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).status, 404);
+    // without signatures to write the copy goes through; the http server has none for it (404 = no signatures)
+    const plain = await runAsync(E, 'tscopy', ['--registries.d', E.regd, '--insecure-policy', 'copy', '-q', ...TLS, `docker://${E.reg}/app/unsigned:v1`, `docker://${E.reg}/ro/app:v1`]);
+    assert.equal(plain.status, 0, plain.stderr);
+    const none = await runAsync(E, 'tscopy', ['--registries.d', E.regd, '--policy', pol, 'copy', '-q', ...TLS, `docker://${E.reg}/ro/app:v1`, `dir:${E.dir}/ro-dir`]);
+    assert.equal(none.status, 1);
+    assert.match(none.stderr, /A signature was required, but no signature exists/);
   });
 
   it('registries.d: namespace precedence, staging for writes, old key names, errors naming the file', async () => {
