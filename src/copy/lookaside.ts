@@ -24,15 +24,24 @@ export class LookasideError extends TsimageError {}
 export function lookasideUrl(base: string, repoPath: string, digest: Digest, n: number): URL {
   const u = new URL(base);
   // containers/image: baseURL.Path + "/" + repo, then "@algo=hex/signature-N" (a trailing "/" in base is kept)
-  u.pathname = `${decodeURIComponent(u.pathname)}/${repoPath}@${digestAlgorithm(digest)}=${digestHex(digest)}/signature-${n}`;
+  u.pathname = `${decodePath(u.pathname)}/${repoPath}@${digestAlgorithm(digest)}=${digestHex(digest)}/signature-${n}`;
   return u;
+}
+
+/** A URL path decoded (a stray "%" that is no escape stays as it is). */
+function decodePath(p: string): string {
+  try {
+    return decodeURIComponent(p);
+  } catch {
+    return p;
+  }
 }
 
 /** The local path of a file:// URL (a host other than localhost is refused: containers/image would silently drop it). */
 export function filePath(u: URL, what: string): string {
   if (u.host !== '' && u.host !== 'localhost')
     throw new LookasideError(`${what}: file URL ${JSON.stringify(u.href)} names a host (${u.host}); want file:///absolute/path`);
-  return decodeURIComponent(u.pathname);
+  return decodePath(u.pathname);
 }
 
 /** GET for http(s) lookasides: status and (when 200) the body, at most `limit` bytes. */
