@@ -7,7 +7,8 @@
  *
  * Cases: registry -> registry (new repository, other registry), cross-repository mount (same registry),
  * same-repository no-op, registry -> oci, oci -> registry, sync of 50 tags of which 45 are unchanged.
- * skopeo's blob-info cache is deleted before each skopeo run of the cases that must move bytes (else it mounts).
+ * Both tools' blob-info caches are deleted before each run of the cases that must move bytes (else they mount
+ * from the repositories earlier runs filled); tscopy's lives in the bench's temp dir (TSIMAGE_BLOB_INFO_CACHE).
  *
  *   npm run bench -- copy        RUNS=5 WARMUP=1 by default
  */
@@ -101,12 +102,14 @@ function startDistribution(): { addr: string; stop: () => void } {
 }
 
 const dropSkopeoCache = () => rmSync(BLOB_CACHE, { force: true });
+const dropOurCache = () => rmSync(process.env.TSIMAGE_BLOB_INFO_CACHE!, { force: true });
 
 async function main(): Promise<void> {
   const only = process.env.CASES?.split(',');
   const want = (c: string) => !only || only.includes(c);
   const layoutDir = await layers5Layout(join(tmpdir(), 'tsimage-bench-layers5'));
   const work = mkdtempSync(join(tmpdir(), 'tsimage-bench-copy-'));
+  process.env.TSIMAGE_BLOB_INFO_CACHE = join(work, 'blob-info-cache.jsonl');
   const A = startDistribution();
   const B = startDistribution();
   const results: PairResult[] = [];
@@ -121,7 +124,14 @@ async function main(): Promise<void> {
       results.push(
         await benchPair({
           name: 'registry -> registry, new repository (bytes move: other registry)',
-          ours: { label: 'tscopy', before: () => void (dst = `${B.addr}/full/t${uniq()}:v1`), cmd: () => [...TSCOPY, 'copy', '-q', ...NOTLS, `docker://${src}`, `docker://${dst}`] },
+          ours: {
+            label: 'tscopy',
+            before: () => {
+              dropOurCache();
+              dst = `${B.addr}/full/t${uniq()}:v1`;
+            },
+            cmd: () => [...TSCOPY, 'copy', '-q', ...NOTLS, `docker://${src}`, `docker://${dst}`],
+          },
           peer: {
             label: 'skopeo',
             before: () => {
@@ -170,7 +180,14 @@ async function main(): Promise<void> {
       results.push(
         await benchPair({
           name: 'oci: layout -> registry, new repository',
-          ours: { label: 'tscopy', before: () => void (dst = `${B.addr}/push/t${uniq()}:v1`), cmd: () => [...TSCOPY, 'copy', '-q', ...NOTLS, `oci:${layoutDir}:v1`, `docker://${dst}`] },
+          ours: {
+            label: 'tscopy',
+            before: () => {
+              dropOurCache();
+              dst = `${B.addr}/push/t${uniq()}:v1`;
+            },
+            cmd: () => [...TSCOPY, 'copy', '-q', ...NOTLS, `oci:${layoutDir}:v1`, `docker://${dst}`],
+          },
           peer: {
             label: 'skopeo',
             before: () => {

@@ -74,7 +74,7 @@ export async function pullImage(name: string, store: ImageStore, o: TransferOpti
 
 /** Push a stored image to `dest` (default: docker://<its name>). */
 export async function pushImage(store: ImageStore, name: string, dest: string | undefined, o: TransferOptions = {}): Promise<string> {
-  const [{ copyImage }, t] = await Promise.all([import('../copy/engine.js'), import('../copy/transports/index.js')]);
+  const [{ copyImage }, t, { blobInfoCache }] = await Promise.all([import('../copy/engine.js'), import('../copy/transports/index.js'), import('../copy/blobinfo.js')]);
   const img = await store.find(name);
   if (!img) throw new UsageError(`image ${JSON.stringify(name)} is not in the local store`);
   const target = remoteName(dest ?? name);
@@ -86,7 +86,7 @@ export async function pushImage(store: ImageStore, name: string, dest: string | 
     const destination = await t.openDestination(await t.parseImageName(target), open);
     try {
       const format = o.format === 'docker' || o.format === 'v2s2' ? 'v2s2' : o.format === 'oci' ? 'oci' : undefined;
-      const r = await copyImage(source, destination, { signal: o.signal, ...(format ? { format } : {}) });
+      const r = await copyImage(source, destination, { signal: o.signal, blobInfoCache: blobInfoCache(), ...(format ? { format } : {}) });
       digest = r.manifest.digest;
     } finally {
       await (destination as { close?: () => Promise<void> }).close?.();

@@ -9,6 +9,7 @@ import { parseConfig, parseManifest, type Platform } from '../oci/manifest.js';
 import { parseReference } from '../oci/reference.js';
 import { verifying } from '../oci/digest.js';
 import { copyImage, type CopyOptions, type CopyResult } from '../copy/engine.js';
+import { blobInfoCache } from '../copy/blobinfo.js';
 import { cliReporter, humanBytes } from '../copy/progress.js';
 import { goJson, dockerConfigToOci } from '../copy/convert.js';
 import { closeTransports, openDestination, openSource, parseImageName } from '../copy/transports/index.js';
@@ -191,6 +192,7 @@ async function copyCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
     preserveDigests: opts.preserveDigests === true,
     removeSignatures: opts.removeSignatures === true,
     reporter,
+    blobInfoCache: blobInfoCache(),
     ...hooks,
   };
   if (options.destCompressLevel !== undefined && Number.isNaN(options.destCompressLevel)) throw new UsageError('--dest-compress-level: want a number');

@@ -4,6 +4,7 @@ import { TsimageError, UsageError } from '../oci/errors.js';
 import { sync } from '../copy/sync.js';
 import { cliReporter } from '../copy/progress.js';
 import type { CopyOptions } from '../copy/engine.js';
+import { blobInfoCache } from '../copy/blobinfo.js';
 import { openOptions, platformFrom, runCopy, signingHooks, summaryLine, warmUp } from './tscopy-copy-impl.js';
 import { rootController } from './common.js';
 import { closeTransports, openDestination, openSource, parseImageName } from '../copy/transports/index.js';
@@ -43,6 +44,7 @@ async function syncCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
     removeSignatures: opts.removeSignatures === true,
     ...hooks,
     inflight: new Map(),
+    blobInfoCache: blobInfoCache(),
   };
   setMaxListeners(0, rootController.signal);
   const summary = await sync(srcArg, destArg, {

@@ -25,6 +25,7 @@ import { pipeline } from 'node:stream/promises';
 import fastq from 'fastq';
 import { compressStream, decompressStream } from '../oci/compress.js';
 import { digestOf, verifying, type Digest } from '../oci/digest.js';
+import type { BlobInfoCache } from './blobinfo.js';
 import { hostPlatform, formatPlatform, selectPlatform } from '../oci/platform.js';
 import { isIndexType, isManifestType, MediaTypes, type Compression, type MediaType } from '../oci/mediatypes.js';
 import { MAX_MANIFEST_SIZE, readAll, type Io } from '../oci/io.js';
@@ -90,6 +91,11 @@ export interface CopyOptions extends Io {
    * sending waits for it and then finds it present (or mounts it) instead of sending it twice.
    */
   inflight?: Map<string, Promise<unknown>> | undefined;
+  /**
+   * Known blob locations (blobinfo.ts): a registry destination also mounts from other repositories known to hold
+   * a blob, and what this copy finds or sends is recorded. Undefined: mounts from the source repository only.
+   */
+  blobInfoCache?: BlobInfoCache | undefined;
 }
 
 export interface CopyStats {
@@ -166,16 +172,20 @@ class Tap extends Transform {
   }
 }
 
-/** The repositories a destination in the same registry could mount blobs from (the source's own). */
+/**
+ * The repositories a destination in the same registry could mount blobs from: the source's own, where its blobs
+ * are read from (a mirror, a rewritten location) or, failing that, the registry its name says.
+ */
 function mountCandidates(src: ImageSource, dest: ImageDestination): string[] | undefined {
+  const to = dest.blobLocation;
+  if (!to) return undefined;
+  const from = src.blobLocation;
+  if (from && from.registry === to.registry) return from.repository === to.repository ? undefined : [from.repository];
   const s = src.name.dockerReference;
-  const d = dest.name.dockerReference;
-  if (src.name.transport !== 'docker' || dest.name.transport !== 'docker' || !s || !d) return undefined;
+  if (src.name.transport !== 'docker' || !s) return undefined;
   try {
     const rs = parseReference(s);
-    const rd = parseReference(d);
-    if (rs.registry !== rd.registry || rs.repository === rd.repository) return undefined;
-    return [rs.repository];
+    return rs.registry === to.registry && rs.repository !== to.repository ? [rs.repository] : undefined;
   } catch {
     return undefined;
   }
@@ -186,6 +196,7 @@ export class CopyEngine {
   private readonly io: Io;
   private readonly stats: CopyStats = { copied: 0, skipped: 0, mounted: 0, bytes: 0, seconds: 0 };
   private readonly mountFrom: string[] | undefined;
+  private readonly cache: BlobInfoCache | undefined;
   /** Blob copies by key (digest + transform), shared between the images of an index. */
   private readonly blobs = new Map<string, Promise<Descriptor>>();
   private readonly queue: fastq.queueAsPromised<() => Promise<void>, void>;
@@ -198,11 +209,22 @@ export class CopyEngine {
     this.reporter = opts.reporter ?? quietReporter;
     this.io = { signal: opts.signal };
     this.mountFrom = mountCandidates(src, dest);
+    this.cache = dest.blobLocation ? opts.blobInfoCache : undefined;
+    void this.cache?.load(); // read while the source manifest is fetched
     const jobs = dest.caps.parallelPuts ? Math.max(1, opts.jobs ?? 6) : 1;
     this.queue = fastq.promise((task: () => Promise<void>) => task(), jobs);
   }
 
   async run(): Promise<CopyResult> {
+    try {
+      return await this.runOnce();
+    } finally {
+      // what was found and sent is worth keeping even when the copy failed later
+      await this.opts.blobInfoCache?.flush();
+    }
+  }
+
+  private async runOnce(): Promise<CopyResult> {
     const t0 = process.hrtime.bigint();
     const { src, dest, opts } = this;
     // verbatim copy to a tag: what the tag names now, asked while the source manifest is read
@@ -439,9 +461,31 @@ export class CopyEngine {
     else this.stats.mounted++;
   }
 
+  /** For the blob-info cache: the source holds `read` (when it was read from it), the destination now holds `stored`. */
+  private located(read: Digest | undefined, stored: Digest): void {
+    if (!this.cache) return;
+    const from = this.src.blobLocation;
+    if (read && from) this.cache.record(from.registry, from.repository, read);
+    const to = this.dest.blobLocation!;
+    this.cache.record(to.registry, to.repository, stored);
+  }
+
   private async tryReuse(d: Descriptor, kind: 'blob' | 'config', io: Io): Promise<Descriptor | undefined> {
-    const r = await this.dest.tryReuse(d, { ...io, mountFrom: this.mountFrom });
+    const to = this.dest.blobLocation;
+    let cached: string[] = [];
+    if (this.cache && to) {
+      await this.cache.load();
+      cached = this.cache.candidates(to.registry, d.digest, [to.repository, ...(this.mountFrom ?? [])]);
+    }
+    const r = await this.dest.tryReuse(d, { ...io, mountFrom: this.mountFrom, alsoMountFrom: cached });
+    if (this.cache && to && cached.length && r.kind !== 'present') {
+      // cached locations tried without success (a mount that answered "no"): not offered again
+      const at = r.kind === 'mounted' ? cached.indexOf(r.from) : cached.length;
+      const tried = cached.slice(0, Math.max(0, at));
+      for (const p of tried) this.cache.forget(to.registry, p, d.digest);
+    }
     if (r.kind === 'absent') return undefined;
+    this.located(d.digest, r.descriptor.digest);
     const outcome: BlobOutcome = r.kind === 'present' ? 'skipped' : 'mounted';
     this.count(outcome);
     this.reporter.blob(kind, d).done(outcome, r.kind === 'mounted' ? r.from : undefined);
@@ -454,6 +498,7 @@ export class CopyEngine {
     const bar = this.reporter.blob('config', d);
     try {
       const out = await this.dest.putBlob(d, Readable.from([bytes]), io);
+      this.located(undefined, out.digest);
       bar.tick(bytes.length);
       bar.done('copied');
       this.count('copied');
@@ -494,6 +539,7 @@ export class CopyEngine {
       }, io.signal ? { signal: io.signal } : {});
       if (!out) throw new TsimageError(`internal: blob ${d.digest} not stored`);
       if (out.digest !== d.digest) throw new OciError('DIGEST_INVALID', `${this.dest.name} stored blob ${d.digest} as ${out.digest}`);
+      this.located(d.digest, out.digest);
       this.stats.bytes += tap.bytes;
       this.count('copied');
       bar.done('copied');
@@ -522,6 +568,7 @@ export class CopyEngine {
       };
       await (pipeline as unknown as (...a: unknown[]) => Promise<void>)(...stages, sink, io.signal ? { signal: io.signal } : {});
       if (!out) throw new TsimageError(`internal: layer ${d.digest} not stored`);
+      this.located(d.digest, out.digest);
       this.stats.bytes += tap.bytes;
       this.count('copied');
       bar.done('copied', `(${l.from} -> ${l.to}: ${out.digest})`);

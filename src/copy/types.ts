@@ -62,6 +62,16 @@ export interface OpenOptions extends Io {
  */
 export type SignatureIo = Io & { instance?: boolean | undefined };
 
+/**
+ * Where an image's blobs live in a registry, for cross-repository mounts and the blob-info cache: `registry` is
+ * the host actually contacted (a mirror, or the location registries.conf rewrites a name to), `repository` the
+ * path in it. Only registry transports have one.
+ */
+export interface BlobLocation {
+  readonly registry: string;
+  readonly repository: string;
+}
+
 export interface ManifestBytes {
   /** The bytes exactly as stored/served: never re-serialized. */
   bytes: Buffer;
@@ -71,6 +81,8 @@ export interface ManifestBytes {
 
 export interface ImageSource {
   readonly name: ImageName;
+  /** Registry sources: where the blobs are read from. */
+  readonly blobLocation?: BlobLocation | undefined;
   /**
    * The top manifest (no argument) or a child manifest of an index by digest. Bytes are verified against the
    * digest when one is known (by digest reference or `instance`).
@@ -131,6 +143,14 @@ export interface PutBlobInfo {
  * destination can stream in one PATCH and continue an interrupted upload from the registry's offset. */
 export type PutBlobIo = Io & { reopen?: ((start: number) => Promise<Readable | AsyncIterable<Uint8Array>>) | undefined };
 
+/** tryReuse options. */
+export type ReuseIo = Io & {
+  /** Repositories that hold the blob (the source's own): the first may be asked together with the HEAD. */
+  mountFrom?: readonly string[] | undefined;
+  /** Repositories that probably hold it (the blob-info cache): asked only when the blob is not present. */
+  alsoMountFrom?: readonly string[] | undefined;
+};
+
 export type ReuseResult =
   /** The blob is already there (HEAD 200): nothing to send. */
   | { kind: 'present'; descriptor: Descriptor }
@@ -140,12 +160,14 @@ export type ReuseResult =
 
 export interface ImageDestination {
   readonly name: ImageName;
+  /** Registry destinations: where the blobs go (mounts are possible from other repositories of that registry). */
+  readonly blobLocation?: BlobLocation | undefined;
   readonly caps: DestinationCaps;
   /**
-   * Try to avoid sending a blob: present already, or mountable from `mountFrom` repositories
+   * Try to avoid sending a blob: present already, or mountable from `mountFrom` / `alsoMountFrom` repositories
    * (same registry, `repo` names without host). Cheap: at most one request per candidate.
    */
-  tryReuse(d: Descriptor, io?: Io & { mountFrom?: readonly string[] | undefined }): Promise<ReuseResult>;
+  tryReuse(d: Descriptor, io?: ReuseIo): Promise<ReuseResult>;
   /**
    * Store a blob from a stream; verifies digest/size when given (and computes them when not: see PutBlobInfo);
    * returns the stored descriptor; leaves nothing behind on failure.

@@ -18,6 +18,8 @@ import {
   type Io,
 } from '../registry/oci.js';
 import type {
+  BlobLocation,
+  ReuseIo,
   PutBlobInfo,
   PutBlobIo as TransportPutBlobIo,
   DestinationCaps,
@@ -119,6 +121,10 @@ export class DockerSource implements ImageSource {
     return this.at.repository;
   }
 
+  get blobLocation(): BlobLocation {
+    return { registry: this.at.registry, repository: this.at.repository };
+  }
+
   async manifest(instance?: Digest, io?: Io): Promise<ManifestBytes> {
     if (instance === undefined && this.first) return this.first;
     const ref = instance ?? this.name.ref.digest ?? this.name.ref.tag ?? 'latest';
@@ -183,20 +189,22 @@ export class DockerDestination implements ImageDestination {
     return this.at.repository;
   }
 
+  get blobLocation(): BlobLocation {
+    return { registry: this.at.registry, repository: this.at.repository };
+  }
+
   get tag(): string | undefined {
     return this.name.ref.digest ? undefined : (this.name.ref.tag ?? 'latest');
   }
 
-  async tryReuse(d: Descriptor, io?: Io & { mountFrom?: readonly string[] | undefined }): Promise<ReuseResult> {
+  async tryReuse(d: Descriptor, io?: ReuseIo): Promise<ReuseResult> {
     const signal = signalOf(io, this.io);
-    const candidates = (io?.mountFrom ?? []).filter((from) => from !== this.repo);
-    // The first mount goes out with the HEAD, not after it (one round trip per blob instead of two; mounting a
-    // blob the repository already has is harmless). A failed mount attempt must not hide a present blob.
-    const first = candidates[0] !== undefined ? this.client.mountBlob(this.repo, d.digest, candidates[0], { signal }).catch(() => false) : undefined;
-    const st = await this.client.statBlob(this.repo, d.digest, { signal }).finally(() => first);
+    // HEAD first, then mounts (containers/image's order). Not both at once: distribution 2.8 writes a mount's link
+    // file in place, and a HEAD of the same blob that reads it half-written answers 500.
+    const st = await this.client.statBlob(this.repo, d.digest, { signal });
     if (st) return { kind: 'present', descriptor: { ...d, size: st.size >= 0 ? st.size : d.size } };
-    if (first && (await first)) return { kind: 'mounted', descriptor: d, from: candidates[0]! };
-    for (const from of candidates.slice(1)) {
+    const candidates = [...(io?.mountFrom ?? []), ...(io?.alsoMountFrom ?? [])].filter((from, i, all) => from !== this.repo && all.indexOf(from) === i);
+    for (const from of candidates) {
       if (await this.client.mountBlob(this.repo, d.digest, from, { signal })) return { kind: 'mounted', descriptor: d, from };
     }
     return { kind: 'absent' };
