@@ -119,30 +119,20 @@ async function main(): Promise<void> {
     const src = `${A.addr}/bench/src:v1`;
     sh('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${layoutDir}:v1`, `docker://${src}`]);
 
-    if (want('full')) {
+    /** A copy into a new repository of B each run, both tools' blob-info caches dropped first: the bytes move. */
+    const freshRepoPair = (name: string, from: string, dir: string) => {
       let dst = '';
-      results.push(
-        await benchPair({
-          name: 'registry -> registry, new repository (bytes move: other registry)',
-          ours: {
-            label: 'tscopy',
-            before: () => {
-              dropOurCache();
-              dst = `${B.addr}/full/t${uniq()}:v1`;
-            },
-            cmd: () => [...TSCOPY, 'copy', '-q', ...NOTLS, `docker://${src}`, `docker://${dst}`],
-          },
-          peer: {
-            label: 'skopeo',
-            before: () => {
-              dropSkopeoCache();
-              dst = `${B.addr}/full/s${uniq()}:v1`;
-            },
-            cmd: () => ['skopeo', 'copy', '-q', ...NOTLS, `docker://${src}`, `docker://${dst}`],
-          },
-        }),
-      );
-    }
+      const run = (label: string, drop: () => void, tag: string, cmd: string[]) => ({
+        label,
+        before: () => {
+          drop();
+          dst = `${B.addr}/${dir}/${tag}${uniq()}:v1`;
+        },
+        cmd: () => [...cmd, 'copy', '-q', ...NOTLS, from, `docker://${dst}`],
+      });
+      return benchPair({ name, ours: run('tscopy', dropOurCache, 't', TSCOPY), peer: run('skopeo', dropSkopeoCache, 's', ['skopeo']) });
+    };
+    if (want('full')) results.push(await freshRepoPair('registry -> registry, new repository (bytes move: other registry)', `docker://${src}`, 'full'));
     if (want('mount')) {
       let dst = '';
       results.push(
@@ -175,30 +165,7 @@ async function main(): Promise<void> {
       );
       clean();
     }
-    if (want('push')) {
-      let dst = '';
-      results.push(
-        await benchPair({
-          name: 'oci: layout -> registry, new repository',
-          ours: {
-            label: 'tscopy',
-            before: () => {
-              dropOurCache();
-              dst = `${B.addr}/push/t${uniq()}:v1`;
-            },
-            cmd: () => [...TSCOPY, 'copy', '-q', ...NOTLS, `oci:${layoutDir}:v1`, `docker://${dst}`],
-          },
-          peer: {
-            label: 'skopeo',
-            before: () => {
-              dropSkopeoCache();
-              dst = `${B.addr}/push/s${uniq()}:v1`;
-            },
-            cmd: () => ['skopeo', 'copy', '-q', ...NOTLS, `oci:${layoutDir}:v1`, `docker://${dst}`],
-          },
-        }),
-      );
-    }
+    if (want('push')) results.push(await freshRepoPair('oci: layout -> registry, new repository', `oci:${layoutDir}:v1`, 'push'));
     if (want('sync')) {
       // Source: 50 tags, t00..t44 = the image, t45..t49 = variants (new configs). Mirror: all 50 present, with
       // t45..t49 reset to the old image before each run, so 5 tags changed and 45 are up to date.

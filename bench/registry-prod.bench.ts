@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { benchPair, summary, type PairResult } from './harness.js';
-import { layers5Layout, skopeo, startTs, type Reg } from './registry.bench.js';
+import { freshTs, layers5Layout, skopeo, startTs, type Reg } from './registry.bench.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 
@@ -102,36 +102,28 @@ async function main(): Promise<void> {
     );
     const plainCfg = join(work, 'plain.yml');
     writeFileSync(plainCfg, stringify({ log: { access: false, level: 'warn' } }));
-    let on: Reg | undefined;
-    let off: Reg | undefined;
+    const authOn = freshTs(join(work, 'on'), ['--config', authCfg]);
+    const authOff = freshTs(join(work, 'off'), ['--config', plainCfg]);
     let n = 0;
     results.push(
       await benchPair({
         name: 'skopeo push layers5: token auth on / off',
         ours: {
           label: 'token auth',
-          before: async () => {
-            on?.stop();
-            rmSync(join(work, 'on'), { recursive: true, force: true });
-            on = await startTs(join(work, 'on'), ['--config', authCfg]);
-          },
-          fn: () => skopeo(['copy', '--quiet', '--dest-tls-verify=false', '--dest-creds', 'bench:bench-secret', src, `docker://${on!.addr}/bench/l5:v${n++}`]),
+          before: authOn.before,
+          fn: () => skopeo(['copy', '--quiet', '--dest-tls-verify=false', '--dest-creds', 'bench:bench-secret', src, `docker://${authOn.addr()}/bench/l5:v${n++}`]),
         },
         peer: {
           label: 'no auth',
-          before: async () => {
-            off?.stop();
-            rmSync(join(work, 'off'), { recursive: true, force: true });
-            off = await startTs(join(work, 'off'), ['--config', plainCfg]);
-          },
-          fn: () => skopeo(['copy', '--quiet', '--dest-tls-verify=false', src, `docker://${off!.addr}/bench/l5:v${n++}`]),
+          before: authOff.before,
+          fn: () => skopeo(['copy', '--quiet', '--dest-tls-verify=false', src, `docker://${authOff.addr()}/bench/l5:v${n++}`]),
         },
       }),
     );
-    on?.stop();
-    off?.stop();
-    on = await startTs(join(work, 'on2'), ['--config', authCfg]);
-    off = await startTs(join(work, 'off2'), ['--config', plainCfg]);
+    authOn.stop();
+    authOff.stop();
+    const on = await startTs(join(work, 'on2'), ['--config', authCfg]);
+    const off = await startTs(join(work, 'off2'), ['--config', plainCfg]);
     running.push(on, off);
     skopeo(['copy', '--quiet', '--dest-tls-verify=false', '--dest-creds', 'bench:bench-secret', src, `docker://${on.addr}/bench/l5:v1`]);
     skopeo(['copy', '--quiet', '--dest-tls-verify=false', src, `docker://${off.addr}/bench/l5:v1`]);
@@ -139,8 +131,8 @@ async function main(): Promise<void> {
     results.push(
       await benchPair({
         name: 'skopeo pull layers5: token auth on / off',
-        ours: { label: 'token auth', before: () => rmSync(out, { recursive: true, force: true }), fn: () => skopeo(['copy', '--quiet', '--src-tls-verify=false', '--src-creds', 'bench:bench-secret', `docker://${on!.addr}/bench/l5:v1`, `dir:${out}`]) },
-        peer: { label: 'no auth', before: () => rmSync(out, { recursive: true, force: true }), fn: () => skopeo(['copy', '--quiet', '--src-tls-verify=false', `docker://${off!.addr}/bench/l5:v1`, `dir:${out}`]) },
+        ours: { label: 'token auth', before: () => rmSync(out, { recursive: true, force: true }), fn: () => skopeo(['copy', '--quiet', '--src-tls-verify=false', '--src-creds', 'bench:bench-secret', `docker://${on.addr}/bench/l5:v1`, `dir:${out}`]) },
+        peer: { label: 'no auth', before: () => rmSync(out, { recursive: true, force: true }), fn: () => skopeo(['copy', '--quiet', '--src-tls-verify=false', `docker://${off.addr}/bench/l5:v1`, `dir:${out}`]) },
       }),
     );
     for (const r of running.splice(0)) r.stop();

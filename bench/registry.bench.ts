@@ -42,6 +42,23 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** A tsregistry restarted on an empty `root` before each bench run (benchPair's `before`); `addr()` of the running one. */
+export function freshTs(root: string, extra: string[] = []): { before: () => Promise<void>; addr: () => string; stop: () => void } {
+  let reg: Reg | undefined;
+  return {
+    before: async () => {
+      reg?.stop();
+      rmSync(root, { recursive: true, force: true });
+      reg = await startTs(root, extra);
+    },
+    addr: () => reg!.addr,
+    stop: () => {
+      reg?.stop();
+      reg = undefined;
+    },
+  };
+}
+
 export function startTs(root: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Reg> {
   mkdirSync(root, { recursive: true });
   const child: ChildProcess = spawn(process.execPath, [join(ROOT, 'bin', 'tsregistry.js'), 'serve', '--addr', '127.0.0.1:0', '--root', root, ...extra], {
@@ -216,7 +233,7 @@ async function main(): Promise<void> {
     const results: PairResult[] = [];
 
     // 1. push into a fresh registry each run
-    let tsPush: Reg | undefined;
+    const tsPush = freshTs(join(work, 'tsroot'));
     let distPush: Reg | undefined;
     let n = 0;
     results.push(
@@ -224,12 +241,8 @@ async function main(): Promise<void> {
         name: 'skopeo push layers5 (250 MB, 5 layers)',
         ours: {
           label: 'tsregistry',
-          before: async () => {
-            tsPush?.stop();
-            rmSync(join(work, 'tsroot'), { recursive: true, force: true });
-            tsPush = await startTs(join(work, 'tsroot'));
-          },
-          fn: () => skopeo(['copy', '--quiet', '--dest-tls-verify=false', src, `docker://${tsPush!.addr}/bench/layers5:v${n++}`]),
+          before: tsPush.before,
+          fn: () => skopeo(['copy', '--quiet', '--dest-tls-verify=false', src, `docker://${tsPush.addr()}/bench/layers5:v${n++}`]),
         },
         peer: {
           label: 'distribution',
@@ -241,7 +254,7 @@ async function main(): Promise<void> {
         },
       }),
     );
-    tsPush?.stop();
+    tsPush.stop();
     distPush?.stop();
     rmSync(join(work, 'tsroot'), { recursive: true, force: true });
 
