@@ -147,6 +147,19 @@ export async function runCopy(c: CliCopy, log: (s: string) => void): Promise<Cop
   }, log);
 }
 
+/** The engine options copy and sync read the same way from their flags (each adds its own). */
+export function commonCopyOptions(opts: Opts): CopyOptions {
+  return {
+    signal: rootController.signal,
+    platform: platformFrom(opts),
+    format: str(opts.format) as CopyOptions['format'],
+    jobs: typeof opts.jobs === 'number' ? opts.jobs : undefined,
+    preserveDigests: opts.preserveDigests === true,
+    removeSignatures: opts.removeSignatures === true,
+    blobInfoCache: blobInfoCache(),
+  };
+}
+
 export function summaryLine(r: CopyResult): string {
   const s = r.stats;
   const total = s.copied + s.skipped + s.mounted;
@@ -179,20 +192,14 @@ async function copyCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
   warmUp(dest, destOpen);
   const hooks = await signingHooks(opts, destOpen, log);
   const options: CopyOptions = {
-    signal: rootController.signal,
+    ...commonCopyOptions(opts),
     all: opts.all === true || multiArch === 'all',
     indexOnly: multiArch === 'index-only',
-    platform: platformFrom(opts),
-    format: str(opts.format) as CopyOptions['format'],
     // skopeo's --dest-decompress is for dir: destinations (DirForceDecompress); elsewhere it changes nothing
     destCompress:
       opts.destDecompress === true && dest.transport === 'dir' ? 'none' : (str(opts.destCompressFormat) as CopyOptions['destCompress']) ?? (opts.destCompressLevel !== undefined ? 'gzip' : undefined),
     destCompressLevel: typeof opts.destCompressLevel === 'number' ? opts.destCompressLevel : undefined,
-    jobs: typeof opts.jobs === 'number' ? opts.jobs : undefined,
-    preserveDigests: opts.preserveDigests === true,
-    removeSignatures: opts.removeSignatures === true,
     reporter,
-    blobInfoCache: blobInfoCache(),
     ...hooks,
   };
   if (options.destCompressLevel !== undefined && Number.isNaN(options.destCompressLevel)) throw new UsageError('--dest-compress-level: want a number');

@@ -4,8 +4,7 @@ import { TsimageError, UsageError } from '../oci/errors.js';
 import { sync } from '../copy/sync.js';
 import { cliReporter } from '../copy/progress.js';
 import type { CopyOptions } from '../copy/engine.js';
-import { blobInfoCache } from '../copy/blobinfo.js';
-import { openOptions, platformFrom, runCopy, signingHooks, summaryLine, warmUp } from './tscopy-copy-impl.js';
+import { commonCopyOptions, openOptions, runCopy, signingHooks, summaryLine, warmUp } from './tscopy-copy-impl.js';
 import { rootController } from './common.js';
 import { closeTransports, openDestination, openSource, parseImageName } from '../copy/transports/index.js';
 
@@ -34,17 +33,11 @@ async function syncCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
   const { carryOnly, ...hooks } = await signingHooks(opts, destOpen, (s) => process.stderr.write(`${s}\n`));
   const retryTimes = typeof opts.retryTimes === 'number' ? opts.retryTimes : 0;
   const base: CopyOptions = {
-    signal: rootController.signal,
+    ...commonCopyOptions(opts),
     all: opts.all === true,
-    platform: platformFrom(opts),
-    format: str(opts.format) as CopyOptions['format'],
     destCompress: str(opts.destCompressFormat) as CopyOptions['destCompress'],
-    jobs: typeof opts.jobs === 'number' ? opts.jobs : undefined,
-    preserveDigests: opts.preserveDigests === true,
-    removeSignatures: opts.removeSignatures === true,
     ...hooks,
     inflight: new Map(),
-    blobInfoCache: blobInfoCache(),
   };
   setMaxListeners(0, rootController.signal);
   const summary = await sync(srcArg, destArg, {
