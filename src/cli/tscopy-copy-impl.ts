@@ -1,7 +1,7 @@
 /** Implementations of tscopy copy and inspect (loaded lazily by tscopy-copy.ts). */
 import { setMaxListeners } from 'node:events';
 import { writeFile } from 'node:fs/promises';
-import { hostPlatform, normalizePlatform, parsePlatform, selectPlatform, formatPlatform } from '../oci/platform.js';
+import { hostPlatform, normalizePlatform, parsePlatform } from '../oci/platform.js';
 import { isIndexType } from '../oci/mediatypes.js';
 import { MAX_MANIFEST_SIZE, readAll } from '../oci/io.js';
 import { OciError, UsageError } from '../oci/errors.js';
@@ -9,6 +9,7 @@ import { parseConfig, parseManifest, type Platform } from '../oci/manifest.js';
 import { parseReference } from '../oci/reference.js';
 import { verifying } from '../oci/digest.js';
 import { copyImage, type CopyOptions, type CopyResult } from '../copy/engine.js';
+import { chooseInstance } from '../copy/instances.js';
 import { blobInfoCache } from '../copy/blobinfo.js';
 import { cliReporter, humanBytes } from '../copy/progress.js';
 import { goJson, dockerConfigToOci } from '../copy/convert.js';
@@ -255,11 +256,8 @@ async function inspectCmdInner(imageArg: string, opts: Opts): Promise<number> {
       if (opts.raw && !opts.config) return top.bytes;
       let m = top;
       if (isIndexType(top.mediaType)) {
-        const idx = parseManifest(top.bytes, top.mediaType);
-        const want = platformFrom(opts) ?? hostPlatform();
-        const child = idx.kind === 'index' ? selectPlatform(idx.doc.manifests, want) : undefined;
-        if (!child) throw new OciError('MANIFEST_UNKNOWN', `${name}: no image for platform ${formatPlatform(want)} in the manifest list`);
-        m = await src.manifest(child.digest, io);
+        // the platform's image, in nested indexes too (as skopeo inspect)
+        m = await chooseInstance(src, top, platformFrom(opts) ?? hostPlatform(), io, '');
       }
       const p = parseManifest(m.bytes, m.mediaType);
       if (p.kind !== 'manifest') throw new OciError('MANIFEST_INVALID', `${name}: not an image manifest`);

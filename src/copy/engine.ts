@@ -26,13 +26,14 @@ import fastq from 'fastq';
 import { compressStream, decompressStream } from '../oci/compress.js';
 import { digestOf, verifying, type Digest } from '../oci/digest.js';
 import type { BlobInfoCache } from './blobinfo.js';
-import { hostPlatform, formatPlatform, selectPlatform } from '../oci/platform.js';
+import { hostPlatform } from '../oci/platform.js';
 import { isIndexType, isManifestType, MediaTypes, type Compression, type MediaType } from '../oci/mediatypes.js';
 import { MAX_MANIFEST_SIZE, readAll, type Io } from '../oci/io.js';
 import { OciError, TsimageError, UsageError } from '../oci/errors.js';
-import { parseConfig, parseManifest, type Descriptor, type ImageIndex, type ImageManifest, type Platform } from '../oci/manifest.js';
+import { parseConfig, parseManifest, type Descriptor, type ImageManifest, type Platform } from '../oci/manifest.js';
 import { parseReference } from '../oci/reference.js';
 import type { ImageDestination, ImageSource, ManifestBytes } from './types.js';
+import { chooseInstance, childManifest, MAX_INDEX_DEPTH, parseIndex } from './instances.js';
 import {
   dockerConfigToOci,
   imageManifestBytes,
@@ -59,6 +60,12 @@ export interface CopyHookContext {
   sourceManifest: ManifestBytes;
   /** afterManifest: the top manifest as written. */
   destManifest?: ManifestBytes | undefined;
+  /** A copy from an index without --all: the image it takes (found in nested indexes too). */
+  selected?: Digest | undefined;
+  /** --all: every manifest below the top index, nested indexes and their children included, children first. */
+  instances?: Descriptor[] | undefined;
+  /** afterManifest of an --all copy: the same manifests as written (new digests after a conversion), children first. */
+  destInstances?: Descriptor[] | undefined;
   io: Io;
   options: CopyOptions;
 }
@@ -231,7 +238,26 @@ export class CopyEngine {
     const verbatim = !opts.format && !opts.destCompress && dest.tag !== undefined && dest.manifestDigest !== undefined;
     const existing = verbatim ? dest.manifestDigest!(dest.tag!, this.io).catch(() => undefined) : undefined;
     const top = await src.manifest(undefined, this.io);
-    const ctxBase = { src, dest, source: src, destination: dest, srcName: `${src.name}`, destName: `${dest.name}`, io: this.io, options: opts, sourceManifest: top };
+    // which manifests below an index this copy takes, known before the hooks run (policy checks the images copied)
+    let selected: ManifestBytes | undefined;
+    let instances: Descriptor[] | undefined;
+    if (isIndexType(top.mediaType) && !opts.indexOnly) {
+      if (opts.all) instances = await this.walkIndexes(top);
+      else selected = await chooseInstance(src, top, opts.platform ?? hostPlatform(), this.io); // nested indexes too
+    }
+    const ctxBase = {
+      src,
+      dest,
+      source: src,
+      destination: dest,
+      srcName: `${src.name}`,
+      destName: `${dest.name}`,
+      io: this.io,
+      options: opts,
+      sourceManifest: top,
+      selected: selected?.digest,
+      instances,
+    };
     await opts.beforeWrite?.({ ...ctxBase, manifest: top });
     this.io.signal?.throwIfAborted();
 
@@ -243,8 +269,6 @@ export class CopyEngine {
     // (an index without --all writes its platform's image under the tag, not the index: checked below)
     if ((opts.all || opts.indexOnly || !isIndexType(top.mediaType)) && (await upToDate(top))) return this.finish(t0, ctxBase, top, sourceDigest, [], true);
     if (isIndexType(top.mediaType)) {
-      const idx = parseManifest(top.bytes, top.mediaType);
-      if (idx.kind !== 'index') throw new TsimageError('internal: index expected');
       if (opts.indexOnly) {
         if (opts.format || opts.destCompress) throw new UsageError('--multi-arch index-only copies the index as it is: no --format or compression change');
         // the destination checks (registries refuse an index whose images it does not have)
@@ -252,16 +276,9 @@ export class CopyEngine {
         conversions = [];
         await dest.putManifest(top, this.topRef(top), this.io);
       } else if (opts.all) {
-        ({ written, conversions } = await this.copyIndex(top, idx.doc));
+        ({ written, conversions } = await this.copyIndex(top, instances!));
       } else {
-        const want = opts.platform ?? hostPlatform();
-        const child = selectPlatform(idx.doc.manifests.filter((m) => isManifestType(m.mediaType)), want);
-        if (!child)
-          throw new OciError(
-            'MANIFEST_UNKNOWN',
-            `${src.name}: no image for platform ${formatPlatform(want)} in the manifest list (it has ${idx.doc.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : m.digest)).join(', ')}); use --all or --override-os/--override-arch`,
-          );
-        const m = await src.manifest(child.digest, this.io);
+        const m = selected!;
         sourceDigest = m.digest;
         if (await upToDate(m)) return this.finish(t0, ctxBase, m, sourceDigest, [], true);
         const plan = await this.plan(m, false);
@@ -291,7 +308,7 @@ export class CopyEngine {
     conversions: string[],
     upToDate: boolean,
   ): Promise<CopyResult> {
-    await this.opts.afterManifest?.({ ...ctxBase, manifest: written, destManifest: written });
+    await this.opts.afterManifest?.({ ...ctxBase, manifest: written, destManifest: written, destInstances: this.destInstances });
     await this.dest.commit(this.io);
     this.stats.seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     return { manifest: written, sourceDigest, converted: written.digest !== sourceDigest, conversions, upToDate, stats: { ...this.stats } };
@@ -301,31 +318,102 @@ export class CopyEngine {
     return this.dest.tag ?? m.digest;
   }
 
-  private async copyIndex(top: ManifestBytes, doc: ImageIndex): Promise<{ written: ManifestBytes; conversions: string[] }> {
+  /** --all: the manifests written below the top one (for the hooks). */
+  private destInstances: Descriptor[] | undefined;
+
+  /** Nested indexes read by walkIndexes, by digest (copyIndex writes them). */
+  private readonly indexes = new Map<Digest, ManifestBytes>();
+
+  /**
+   * Every manifest below the index `top`, children before parents, each once: the descriptors as their parent
+   * lists them. Only nested indexes are read (an index of images costs no request here).
+   */
+  private async walkIndexes(top: ManifestBytes): Promise<Descriptor[]> {
+    const out = new Map<Digest, Descriptor>();
+    const walk = async (m: ManifestBytes, depth: number): Promise<void> => {
+      if (depth > MAX_INDEX_DEPTH) throw new OciError('MANIFEST_INVALID', `${this.src.name}: indexes nested more than ${MAX_INDEX_DEPTH} deep (at ${m.digest})`);
+      const doc = parseIndex(m, `${this.src.name}`);
+      for (const d of doc.manifests) {
+        if (!isManifestType(d.mediaType) && !isIndexType(d.mediaType))
+          throw new OciError('MANIFEST_INVALID', `${this.src.name}: index ${m.digest} lists ${d.digest} of unsupported type ${d.mediaType}`);
+      }
+      // the nested indexes of one level in parallel (each is one GET from a registry)
+      const nested = await Promise.all(
+        doc.manifests.map((d) => (isIndexType(d.mediaType) && !this.indexes.has(d.digest) ? childManifest(this.src, d, this.io) : undefined)),
+      );
+      for (const [i, d] of doc.manifests.entries()) {
+        if (out.has(d.digest)) continue;
+        const c = nested[i] ?? (isIndexType(d.mediaType) ? this.indexes.get(d.digest) : undefined);
+        if (c) {
+          if (!isIndexType(c.mediaType)) throw new OciError('MANIFEST_INVALID', `${this.src.name}: index ${m.digest} says ${d.digest} is an index, it is ${c.mediaType}`);
+          this.indexes.set(d.digest, c);
+          await walk(c, depth + 1);
+        }
+        out.set(d.digest, d);
+      }
+    };
+    await walk(top, 1);
+    return [...out.values()];
+  }
+
+  /**
+   * --all: every image below the index (nested indexes included), blobs first, then the manifests children
+   * before parents (each once, by digest), the top one last under the tag. Nothing changes -> every manifest
+   * verbatim; a conversion rewrites each index whose children changed.
+   */
+  private async copyIndex(top: ManifestBytes, instances: Descriptor[]): Promise<{ written: ManifestBytes; conversions: string[] }> {
     const { src, dest } = this;
     const format = wantedFormat(top.mediaType, this.opts, dest, true);
-    const plans: ImagePlan[] = [];
-    for (const child of doc.manifests) {
-      if (!isManifestType(child.mediaType)) throw new OciError('MANIFEST_INVALID', `${src.name}: nested index ${child.digest} is not supported`);
-      const m = await src.manifest(child.digest, this.io);
-      if (m.digest !== child.digest) throw new OciError('DIGEST_INVALID', `${src.name}: child manifest digest ${m.digest}, index says ${child.digest}`);
-      plans.push(await this.plan(m, true, format));
+    if (format === 'docker') {
+      const nested = instances.find((d) => isIndexType(d.mediaType));
+      if (nested) throw new UsageError(`${src.name}: a Docker manifest list cannot hold another list (index ${nested.digest} is nested): keep the OCI format`);
     }
-    await this.copyBlobs(plans);
-    const children = plans.map((p) => this.manifestFor(p));
-    for (const c of children) await dest.putManifest(c, undefined, this.io);
-    const conversions = [...new Set(plans.flatMap((p) => p.changed))];
-    const formatChanged = format !== formatOf(top.mediaType);
-    if (formatChanged) conversions.unshift(`manifest list converted to ${format === 'oci' ? 'an OCI index' : 'a Docker manifest list'}`);
-    if (!formatChanged && children.every((c, i) => c.digest === doc.manifests[i]!.digest)) {
-      await dest.putManifest(top, this.topRef(top), this.io);
-      return { written: top, conversions };
+    const plans = new Map<Digest, ImagePlan>();
+    for (const d of instances) {
+      if (isIndexType(d.mediaType)) continue;
+      const m = await childManifest(src, d, this.io);
+      if (!isManifestType(m.mediaType)) throw new OciError('MANIFEST_INVALID', `${src.name}: index lists ${d.digest} as an image manifest, it is ${m.mediaType}`);
+      plans.set(d.digest, await this.plan(m, true, format));
     }
-    if (this.opts.preserveDigests) throw this.preserveError(conversions);
-    const manifests = doc.manifests.map((d, i) => ({ ...d, mediaType: children[i]!.mediaType, digest: children[i]!.digest, size: children[i]!.bytes.length }));
-    const bytes = indexBytes(format, manifests, doc);
-    const written = { bytes, mediaType: format === 'oci' ? MediaTypes.ociIndex : MediaTypes.dockerManifestList, digest: digestOf(bytes) };
-    await dest.putManifest(written, this.topRef(written), this.io);
+    await this.copyBlobs([...plans.values()]);
+    const out = new Map<Digest, ManifestBytes>();
+    const conversions = [...new Set([...plans.values()].flatMap((p) => p.changed))];
+    let listsConverted = false;
+    const writeIndex = async (m: ManifestBytes, ref: ((w: ManifestBytes) => string) | undefined): Promise<ManifestBytes> => {
+      const doc = parseIndex(m, `${src.name}`);
+      const children: ManifestBytes[] = [];
+      for (const d of doc.manifests) {
+        let c = out.get(d.digest);
+        if (!c) {
+          const plan = plans.get(d.digest);
+          if (plan) {
+            c = this.manifestFor(plan);
+            await dest.putManifest(c, undefined, this.io);
+          } else {
+            c = await writeIndex(this.indexes.get(d.digest)!, undefined);
+          }
+          out.set(d.digest, c);
+        }
+        children.push(c);
+      }
+      const formatChanged = format !== formatOf(m.mediaType);
+      let written: ManifestBytes = m;
+      if (formatChanged || children.some((c, i) => c.digest !== doc.manifests[i]!.digest)) {
+        listsConverted ||= formatChanged;
+        if (this.opts.preserveDigests) throw this.preserveError(formatChanged ? [...conversions, 'manifest list format'] : conversions);
+        const manifests = doc.manifests.map((d, i) => ({ ...d, mediaType: children[i]!.mediaType, digest: children[i]!.digest, size: children[i]!.bytes.length }));
+        const bytes = indexBytes(format, manifests, doc);
+        written = { bytes, mediaType: format === 'oci' ? MediaTypes.ociIndex : MediaTypes.dockerManifestList, digest: digestOf(bytes) };
+      }
+      await dest.putManifest(written, ref?.(written), this.io);
+      return written;
+    };
+    const written = await writeIndex(top, (w) => this.topRef(w));
+    this.destInstances = instances.map((d) => {
+      const w = out.get(d.digest)!;
+      return { ...d, mediaType: w.mediaType, digest: w.digest, size: w.bytes.length };
+    });
+    if (listsConverted) conversions.unshift(`manifest list converted to ${format === 'oci' ? 'an OCI index' : 'a Docker manifest list'}`);
     return { written, conversions };
   }
 

@@ -16,9 +16,10 @@ import * as fsp from 'node:fs/promises';
 import { basename, join, posix, relative } from 'node:path';
 import fastq from 'fastq';
 import { digestOf, isDigest, type Digest } from '../oci/digest.js';
-import { hostPlatform, selectPlatform } from '../oci/platform.js';
+import { hostPlatform } from '../oci/platform.js';
+import { findInstance } from './instances.js';
 import { isIndexType } from '../oci/mediatypes.js';
-import { parseManifest, type Platform } from '../oci/manifest.js';
+import { type Platform } from '../oci/manifest.js';
 import { parseReference } from '../oci/reference.js';
 import { TsimageError, UsageError } from '../oci/errors.js';
 import { type Io } from '../oci/io.js';
@@ -212,8 +213,7 @@ async function expectedDigest(srcName: ImageName, open: OpenOptions, o: SyncOpti
   try {
     const m = await src.manifest(undefined, { signal: o.signal });
     if (!isIndexType(m.mediaType) || o.all) return { digest: m.digest, manifest: m };
-    const idx = parseManifest(m.bytes, m.mediaType);
-    const child = idx.kind === 'index' ? selectPlatform(idx.doc.manifests, o.platform ?? hostPlatform()) : undefined;
+    const child = await findInstance(src, m, o.platform ?? hostPlatform(), { signal: o.signal }); // nested indexes too
     return { digest: child?.digest ?? m.digest, manifest: m };
   } finally {
     await src.close();

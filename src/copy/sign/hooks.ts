@@ -34,6 +34,12 @@ export interface CopyHookContext {
   io?: Io | undefined;
   /** The copy's options (which instances of a list are copied: what simple signatures and signedBy apply to). */
   options?: { all?: boolean | undefined; indexOnly?: boolean | undefined; platform?: Platform | undefined } | undefined;
+  /** A copy from a list without --all: the image the engine took (it looks into nested indexes). */
+  selected?: Digest | undefined;
+  /** --all: every manifest below the list as the source has it (nested indexes and theirs too), children first. */
+  instances?: readonly Descriptor[] | undefined;
+  /** afterManifest of --all: the same manifests as written (new digests after a conversion). */
+  destInstances?: readonly Descriptor[] | undefined;
 }
 
 export interface SigningCopyOptions {
@@ -106,13 +112,17 @@ function simplePlan(ctx: CopyHookContext): SimplePlan {
   const all = o.all || ctx.destManifest?.digest === top.digest;
   if (o.indexOnly && !all) return { carry: [{ src: self, destInstance: false }], policy: [self] };
   if (all) {
-    const inst = children.map((c): SimpleTarget => ({ digest: c.digest, instance: true }));
-    return { carry: [{ src: self, destInstance: false }, ...inst.map((t) => ({ src: t, destInstance: true }))], policy: inst.length ? inst : [self] };
+    // every manifest below the list (the engine's walk: nested indexes and their images too); policy: the images
+    const below = ctx.instances ?? children;
+    const inst = below.map((c): SimpleTarget => ({ digest: c.digest, instance: true }));
+    const images = below.filter((c) => !isIndexType(c.mediaType)).map((c): SimpleTarget => ({ digest: c.digest, instance: true }));
+    return { carry: [{ src: self, destInstance: false }, ...inst.map((t) => ({ src: t, destInstance: true }))], policy: images.length ? images : [self] };
   }
-  const child = selectPlatform(children.filter((m) => isManifestType(m.mediaType)), o.platform ?? hostPlatform());
-  if (!child) return { carry: [], policy: [self] };
-  const t: SimpleTarget = { digest: child.digest, instance: true };
-  return { carry: [{ src: t, destInstance: false }], policy: [t], selected: child.digest };
+  // the engine's choice (it looks into nested indexes), else the platform's direct child
+  const selected = ctx.selected ?? selectPlatform(children.filter((m) => isManifestType(m.mediaType)), o.platform ?? hostPlatform())?.digest;
+  if (!selected) return { carry: [], policy: [self] };
+  const t: SimpleTarget = { digest: selected, instance: true };
+  return { carry: [{ src: t, destInstance: false }], policy: [t], selected };
 }
 
 /** The destination as a read/write ArtifactRepo. */
@@ -132,6 +142,15 @@ function childDigests(m: ManifestBytes): Digest[] {
   } catch {
     return [];
   }
+}
+
+/**
+ * Digests of every manifest below the list written (nested indexes included: the engine says which it wrote), or
+ * of its direct children when the engine did not say (a sync finding the list up to date).
+ */
+function instancesOf(ctx: CopyHookContext, written: ManifestBytes): Digest[] {
+  if (ctx.destInstances && written.digest === ctx.destManifest?.digest) return ctx.destInstances.map((d) => d.digest);
+  return childDigests(written);
 }
 
 /** The engine's hooks for one copy; `report` collects what they did. */
@@ -271,7 +290,7 @@ export function signingHooks(o: SigningCopyOptions): {
       const identity = signIdentityFor(ctx.destination);
       // skopeo --all signs every instance and the list
       const targets: { digest: Digest; instance: boolean }[] = [
-        ...childDigests(written).map((d) => ({ digest: d, instance: true })),
+        ...instancesOf(ctx, written).map((d) => ({ digest: d, instance: true })),
         { digest: written.digest, instance: false },
       ];
       const [{ gpgSign }, { makeSimplePayload }] = await Promise.all([import('./gpg.js'), import('./simple.js')]);
@@ -315,14 +334,14 @@ export function signingHooks(o: SigningCopyOptions): {
       if (wantCarry && (ctx.source.manifestByRef || layoutOf(ctx.source))) {
         const written = ctx.destManifest ?? ctx.sourceManifest;
         const srcChildren = childDigests(ctx.sourceManifest);
-        if (destDigest !== ctx.sourceManifest.digest && !srcChildren.includes(destDigest))
+        if (destDigest !== ctx.sourceManifest.digest && !srcChildren.includes(destDigest) && destDigest !== ctx.selected)
           o.log?.(`Signatures not copied: the manifest changed (${ctx.sourceManifest.digest} -> ${destDigest}), so they no longer apply`);
         else {
           // the image's own signatures and referrers, and those of each instance of a copied list
           // (cosign sign --recursive signs every instance)
           const srcRepo = sourceRepo(ctx.source);
           const total: CarryResult = { sigTag: false, referrers: [] };
-          for (const d of [destDigest, ...childDigests(written)]) {
+          for (const d of [destDigest, ...instancesOf(ctx, written)]) {
             const r = await carryAttachments(srcRepo, dst, d, { log: o.log }, ctx.io, d === ctx.sourceManifest.digest ? lookupFor(ctx) : undefined);
             total.sigTag ||= r.sigTag;
             total.referrers.push(...r.referrers);
