@@ -108,13 +108,18 @@ export async function parseRegistriesDFile(text: string, file: string, into: Reg
 export async function registriesDPath(explicit?: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
   if (explicit) return explicit;
   const user = join(env.HOME ?? homedir(), USER_REGISTRIES_D);
-  try {
-    await readdir(user);
-    return user;
-  } catch {
-    return SYSTEM_REGISTRIES_D;
+  let p = userDirChoice.get(user);
+  if (!p) {
+    p = readdir(user).then(
+      () => user,
+      () => SYSTEM_REGISTRIES_D,
+    );
+    userDirChoice.set(user, p);
   }
+  return p;
 }
+/** registriesDPath's choice per home directory, once per process (it is asked for every image of a sync). */
+const userDirChoice = new Map<string, Promise<string>>();
 
 /** Read and merge every `*.yaml` file of a registries.d directory (a missing directory is an empty configuration). */
 export async function loadRegistriesD(dir: string): Promise<RegistriesD> {

@@ -7,6 +7,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import diagnostics from 'node:diagnostics_channel';
 import { Readable } from 'node:stream';
 import { startDistribution } from '../helpers.js';
 import { startRegistry } from '../registry/util.js';
@@ -94,6 +95,22 @@ for (const kind of kinds) {
       assert.equal(h?.size, img.bytes.length);
       assert.equal(await c.headManifest('app/one', 'nope'), undefined);
       await assert.rejects(c.getManifest('app/one', 'nope'), (e: any) => e instanceof OciError && e.code === 'MANIFEST_UNKNOWN' && /app\/one:nope/.test(e.message));
+    });
+
+    it('keeps its connections across HEAD checks (sequential HEADs reuse one socket)', async (t) => {
+      const { c } = await client(t);
+      const img = await pushImage(c, 'app/keep', 'v1');
+      // undici closes the socket after every HEAD unless told otherwise: count real connections
+      let connections = 0;
+      const onConnect = () => void connections++;
+      diagnostics.subscribe('undici:client:connected', onConnect);
+      t.after(() => diagnostics.unsubscribe('undici:client:connected', onConnect));
+      for (let i = 0; i < 10; i++) {
+        assert.equal((await c.headManifest('app/keep', 'v1'))?.digest, img.digest);
+        assert.deepEqual(await c.statBlob('app/keep', sha(img.layer)), { size: img.layer.length });
+        assert.equal(await c.statBlob('app/keep', sha(`absent ${i}`)), undefined);
+      }
+      assert.ok(connections <= 1, `30 sequential HEADs opened ${connections} connections`);
     });
 
     it('refuses a blob whose bytes do not match the digest, leaving nothing behind', async (t) => {

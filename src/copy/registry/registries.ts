@@ -42,15 +42,21 @@ export const SYSTEM_REGISTRIES_CONF = '/etc/containers/registries.conf';
 
 let cached: { key: string; conf: RegistriesConf } | undefined;
 
+/** The files, listed once per process and main file: every image reference is resolved through them (a sync of
+ * 50 tags listed the drop-in directory 500 times). */
+const pathsOf = new Map<string, string[]>();
 function configPaths(env: NodeJS.ProcessEnv): string[] {
   const main = env.CONTAINERS_REGISTRIES_CONF || SYSTEM_REGISTRIES_CONF;
+  let out = pathsOf.get(main);
+  if (out) return out;
   const dDir = join(dirname(main), 'registries.conf.d');
-  const out = [main];
+  out = [main];
   try {
     for (const f of readdirSync(dDir).filter((f) => f.endsWith('.conf')).sort()) out.push(join(dDir, f));
   } catch {
     /* no drop-in dir */
   }
+  pathsOf.set(main, out);
   return out;
 }
 
