@@ -11,8 +11,11 @@ import {
   parseCreds,
   removeCredentials,
   saveCredentials,
+  findRegistry,
+  loadRegistriesConf,
   type Credentials,
 } from '../copy/registry/index.js';
+import type { Digest } from '../oci/digest.js';
 import { parseDockerName } from '../copy/transports/docker.js';
 import { rootController } from './common.js';
 
@@ -26,6 +29,8 @@ export interface RegistryOpts {
   password?: string | undefined;
   registryToken?: string | undefined;
   retryTimes?: string | number | undefined;
+  /** skopeo's global --registries.d (delete removes the lookaside signatures it names). */
+  registriesD?: string | undefined;
 }
 
 export interface LoginOpts {
@@ -67,6 +72,17 @@ function clientFor(registry: string, o: RegistryOpts): RegistryClient {
   });
 }
 
+/**
+ * The client for list-tags and delete. As skopeo (containers/image newDockerClientFromRef): the registry the name
+ * says, never a registries.conf location or mirror (a rewrite applies to copy and inspect only), with the
+ * `insecure` and `blocked` of the registries.conf entry that matches the name (the longest prefix).
+ */
+async function nameClient(ref: { registry: string; repository: string }, shown: string, o: RegistryOpts): Promise<RegistryClient> {
+  const entry = findRegistry(await loadRegistriesConf(), `${ref.registry}/${ref.repository}`);
+  if (entry?.blocked) throw new UsageError(`registry ${entry.prefix} is blocked in registries.conf (${shown})`);
+  return clientFor(ref.registry, { ...o, tlsVerify: o.tlsVerify ?? (entry ? !entry.insecure : undefined) });
+}
+
 /** `docker://HOST/REPO` without tag or digest (skopeo list-tags). */
 function parseRepo(arg: string): { registry: string; repository: string } {
   const i = arg.indexOf(':');
@@ -80,7 +96,7 @@ function parseRepo(arg: string): { registry: string; repository: string } {
 
 export async function listTagsCmd(arg: string, o: RegistryOpts): Promise<void> {
   const ref = parseRepo(arg);
-  const c = clientFor(ref.registry, o);
+  const c = await nameClient(ref, arg, o);
   try {
     const tags = await c.listTags(ref.repository, { signal: rootController.signal });
     // skopeo: json.MarshalIndent(..., "", "    ")
@@ -94,12 +110,18 @@ export async function deleteCmd(arg: string, o: RegistryOpts): Promise<void> {
   const i = arg.indexOf(':');
   if (i <= 0 || arg.slice(0, i) !== 'docker') throw new UsageError(`${JSON.stringify(arg)}: delete needs a docker://HOST/REPO:TAG or @DIGEST name`);
   const name = parseDockerName(arg.slice(i + 1));
-  const c = clientFor(name.ref.registry, o);
+  const c = await nameClient(name.ref, arg, o);
+  let digest: Digest;
   try {
-    await c.deleteManifest(name.ref.repository, name.ref.digest ?? name.ref.tag ?? 'latest', { signal: rootController.signal });
+    digest = await c.deleteManifest(name.ref.repository, name.ref.digest ?? name.ref.tag ?? 'latest', { signal: rootController.signal });
   } finally {
     await c.close();
   }
+  // skopeo (containers/image deleteImage) then removes the manifest's simple signatures from the registries.d
+  // lookaside it would write to (signature-1, -2, ... up to the first missing one); an http(s) lookaside fails
+  // there, after the delete, with containers/image's message
+  const { deleteLookasideOf } = await import('../copy/transports/docker-lookaside.js');
+  await deleteLookasideOf(name.ref, o.registriesD, digest);
 }
 
 async function readStdin(): Promise<string> {

@@ -129,6 +129,30 @@ export async function writeLookaside(base: string, from: string, repoPath: strin
   return written;
 }
 
+/**
+ * Remove the signatures of `digest` (signature-1, -2, ... up to the first missing one), as containers/image's
+ * deleteImage does; returns the files removed. Only file:// can be written: an http(s) lookaside fails with
+ * containers/image's message (naming the first signature's URL).
+ */
+export async function deleteLookaside(base: string, repoPath: string, digest: Digest): Promise<string[]> {
+  const removed: string[] = [];
+  for (let n = 1; n <= MAX_LOOKASIDE_SIGNATURES + 1; n++) {
+    const u = lookasideUrl(base, repoPath, digest, n);
+    if (u.protocol === 'http:' || u.protocol === 'https:')
+      throw new LookasideError(`Writing directly to a ${u.protocol.slice(0, -1)} lookaside ${redacted(u)} is not supported. Configure a lookaside-staging: location`);
+    if (u.protocol !== 'file:') throw new LookasideError(`Unsupported scheme when deleting signature from ${redacted(u)}`);
+    const p = filePath(u, 'lookaside');
+    try {
+      await unlink(p);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') break;
+      throw new LookasideError(`removing signature ${p}: ${(e as Error).message}`, { cause: e });
+    }
+    removed.push(p);
+  }
+  return removed;
+}
+
 /** temp + fsync + rename, mode 0644 (what containers/image's os.WriteFile gives under the usual umask). */
 export async function writeFileAtomic(p: string, data: Buffer): Promise<void> {
   const tmp = `${p}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;

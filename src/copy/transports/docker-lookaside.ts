@@ -6,7 +6,7 @@ import type { Digest, ImageReference, Io } from '../registry/oci.js';
 import { repositoryName } from '../registry/oci.js';
 import type { RegistryClient } from '../registry/client.js';
 import { lookasideFor, registriesD, type LookasideScope } from '../registries-d.js';
-import { checkWritableLookaside, LookasideError, readLimited, readLookaside, writeLookaside, type LookasideGet } from '../lookaside.js';
+import { checkWritableLookaside, deleteLookaside, LookasideError, readLimited, readLookaside, writeLookaside, type LookasideGet } from '../lookaside.js';
 import { DockerImageName } from './docker.js';
 
 /** The registries.d lookup scope of an image: `host/repo:tag` (or `@digest`) and its parent namespaces. */
@@ -59,4 +59,11 @@ export async function writeLookasideOf(at: ImageReference, dir: string | undefin
   const cfg = await registriesD(dir);
   const loc = lookasideFor(cfg, lookasideScope(at), true);
   return writeLookaside(loc.url, loc.from, at.repository, digest, sigs);
+}
+
+/** Remove the signatures of `digest` from the lookaside signatures of `at` are written to (tscopy delete, as skopeo's). */
+export async function deleteLookasideOf(at: ImageReference, dir: string | undefined, digest: Digest): Promise<string[]> {
+  const cfg = await registriesD(dir);
+  const loc = lookasideFor(cfg, lookasideScope(at), true);
+  return deleteLookaside(loc.url, at.repository, digest);
 }
