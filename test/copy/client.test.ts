@@ -113,6 +113,27 @@ for (const kind of kinds) {
       assert.ok(connections <= 1, `30 sequential HEADs opened ${connections} connections`);
     });
 
+    it('checks a blob it uploaded or saw once per repository, and asks again after deleting it', async (t) => {
+      const { c } = await client(t);
+      const blob = randomBytes(5000);
+      const d = sha(blob);
+      await c.putBlob('app/seen', { digest: d, size: blob.length }, Readable.from([blob]));
+      let before = c.stats.requests;
+      assert.deepEqual(await c.statBlob('app/seen', d), { size: blob.length });
+      assert.equal(c.stats.requests, before, 'an uploaded blob is known present');
+      // another repository of the registry is asked (and remembered)
+      before = c.stats.requests;
+      assert.equal(await c.statBlob('app/other', d), undefined);
+      assert.equal(c.stats.requests, before + 1);
+      assert.equal(await c.statBlob('app/other', d), undefined, 'absence is never remembered');
+      assert.equal(c.stats.requests, before + 2);
+      // a deleted blob is asked about again (tsregistry and distribution both delete per repository link)
+      await c.deleteBlob('app/seen', d);
+      before = c.stats.requests;
+      assert.equal(await c.statBlob('app/seen', d), undefined);
+      assert.equal(c.stats.requests, before + 1);
+    });
+
     it('refuses a blob whose bytes do not match the digest, leaving nothing behind', async (t) => {
       const { c } = await client(t, { chunkSize: 1024 * 1024 });
       const data = randomBytes(2 * 1024 * 1024);

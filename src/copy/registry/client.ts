@@ -123,6 +123,8 @@ export function isTemporary(e: unknown): boolean {
 
 /** TSIMAGE_DEBUG_HTTP=1: one stderr line per registry request (method, URL, status, time to headers). */
 const DEBUG_HTTP = process.env.TSIMAGE_DEBUG_HTTP === '1';
+/** How long a blob seen in a repository is taken as present there without asking again (RegistryClient.present). */
+const PRESENT_TTL_MS = 10 * 60_000;
 
 function oneLine(e: unknown): string {
   return (e instanceof Error ? e.message : String(e)).replace(/\s+/g, ' ').trim();
@@ -327,6 +329,13 @@ export class RegistryClient {
   readonly retryTimes: number;
   /** Counters (tests and summaries). */
   readonly stats = { requests: 0, retries: 0, resumedDownloads: 0, resumedUploads: 0, restartedUploads: 0, patches: 0, tokenFetches: 0 };
+  /**
+   * Blobs this client saw in a repository (HEAD 200, upload, mount), so that the copies of one command that share
+   * layers (a sync of many tags, `--all`) check each blob once per repository. Kept for PRESENT_TTL_MS: a
+   * registry's garbage collection between two copies of one command is then answered by the manifest PUT, which
+   * the registry refuses when a blob is missing.
+   */
+  private present = new Map<string, { size: number; at: number }>();
 
   constructor(registry: string, opts: RegistryClientOptions = {}) {
     this.registry = registry;
@@ -807,7 +816,9 @@ export class RegistryClient {
   /** HEAD a blob: size when present, undefined when absent. */
   async statBlob(repo: string, digest: Digest, io: Io = {}): Promise<{ size: number } | undefined> {
     const what = `checking blob ${digest} in ${this.registry}/${repo}`;
-    return this.retrying(
+    const seen = this.present.get(`${repo}@${digest}`);
+    if (seen && Date.now() - seen.at < PRESENT_TTL_MS) return { size: seen.size };
+    const found = await this.retrying(
       what,
       async () => {
         let res = await this.send({ method: 'HEAD', path: `/v2/${repo}/blobs/${digest}`, scopes: this.pullScope(repo), signal: io.signal });
@@ -823,6 +834,13 @@ export class RegistryClient {
       },
       io.signal,
     );
+    if (found && found.size >= 0) this.sawBlob(repo, digest, found.size);
+    return found;
+  }
+
+  /** Record a blob as present in `repo` (see `present`). */
+  private sawBlob(repo: string, digest: Digest, size: number): void {
+    this.present.set(`${repo}@${digest}`, { size, at: Date.now() });
   }
 
   /** GET a blob (following redirects) from byte `start`; throws the registry's error on failure. */
@@ -943,6 +961,7 @@ export class RegistryClient {
   /** DELETE a blob. */
   async deleteBlob(repo: string, digest: Digest, io: Io = {}): Promise<void> {
     const what = `deleting blob ${digest} from ${this.registry}/${repo}`;
+    this.present.delete(`${repo}@${digest}`);
     await this.retrying(
       what,
       async () => {
@@ -1054,12 +1073,14 @@ export class RegistryClient {
     const signal = io.signal;
     const what = `uploading blob ${expect.digest ?? ''} to ${this.registry}/${repo}`.replace('  ', ' ');
     const mono = this.opts.monolithicMax ?? 1024 * 1024;
+    let info: BlobInfo;
     if (Buffer.isBuffer(body) || (expect.size !== undefined && expect.size <= mono)) {
       const buf = Buffer.isBuffer(body) ? body : await readUpTo(body, Math.max(mono, expect.size ?? 0), what);
-      return this.putBlobMonolithic(repo, expect, buf, io);
-    }
-    if (io.reopen && expect.digest && expect.size !== undefined) return this.putBlobStreaming(repo, { digest: expect.digest, size: expect.size }, body, io, what);
-    return this.putBlobChunked(repo, expect, body, io, what);
+      info = await this.putBlobMonolithic(repo, expect, buf, io);
+    } else if (io.reopen && expect.digest && expect.size !== undefined) info = await this.putBlobStreaming(repo, { digest: expect.digest, size: expect.size }, body, io, what);
+    else info = await this.putBlobChunked(repo, expect, body, io, what);
+    this.sawBlob(repo, info.digest, info.size);
+    return info;
   }
 
   /** One streaming PATCH + PUT (skopeo's way); resumes by reopening the source at the registry's offset. */
