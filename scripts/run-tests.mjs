@@ -31,9 +31,11 @@ const mounts = () =>
     .filter(Boolean)
     .map((l) => l.split(' ')[4])
     .filter((m) => m.startsWith(runTmp) || m.startsWith('/var/lib/tsimage'));
-// tscopy's blob-info cache for this run (CLI tests share it, as skopeo's tests share theirs); not a leftover
+// tscopy's blob-info cache and V8 code cache for this run (CLI tests share them, as skopeo's tests share their
+// blob-info cache); not leftovers
 const BLOB_INFO_CACHE = 'blob-info-cache-v1.jsonl';
-const temps = () => readdirSync(runTmp).filter((f) => f !== BLOB_INFO_CACHE);
+const CODE_CACHE = 'code-cache';
+const temps = () => readdirSync(runTmp).filter((f) => f !== BLOB_INFO_CACHE && f !== CODE_CACHE);
 function procs() {
   const out = new Map();
   for (const pid of readdirSync('/proc')) {
@@ -57,7 +59,7 @@ if (files.length === 0) {
 const before = { mounts: new Set(mounts()), temps: new Set(temps()), procs: procs() };
 const concurrency = process.env.TEST_CONCURRENCY ?? '2';
 const args = ['--test', `--test-concurrency=${concurrency}`, '--test-timeout=600000', ...files];
-const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root, env: { ...process.env, TSIMAGE_TEST: '1', TSIMAGE_TEST_RUN: runId, TMPDIR: runTmp, TSIMAGE_BLOB_INFO_CACHE: join(runTmp, BLOB_INFO_CACHE) } });
+const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root, env: { ...process.env, TSIMAGE_TEST: '1', TSIMAGE_TEST_RUN: runId, TMPDIR: runTmp, TSIMAGE_BLOB_INFO_CACHE: join(runTmp, BLOB_INFO_CACHE), TSIMAGE_CODE_CACHE: join(runTmp, CODE_CACHE) } });
 
 const leftMounts = mounts().filter((m) => !before.mounts.has(m));
 const leftTemps = temps().filter((n) => !before.temps.has(n));

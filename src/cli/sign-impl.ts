@@ -111,19 +111,7 @@ interface TransportTable {
 
 async function openDockerImage(rest: string, o: RegistryOpts, write: boolean): Promise<ImageHandle> {
   // the engine's transport table (loaded lazily: the registry client is only needed for docker://)
-  let t: TransportTable;
-  try {
-    const spec = '../copy/transports/index.js';
-    t = (await import(spec)) as TransportTable;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw e;
-    const { dockerTransport } = await import('../copy/transports/docker.js');
-    t = {
-      parseImageName: async (s) => dockerTransport.parse(s.slice('docker:'.length)),
-      openSource: (n, o) => dockerTransport.source(n, o),
-      openDestination: (n, o) => dockerTransport.destination(n, o),
-    };
-  }
+  const t: TransportTable = await import('../copy/transports/index.js');
   const name = await t.parseImageName(`docker:${rest}`);
   const opts: OpenOptions = { signal: rootController.signal };
   if (o.tlsVerify !== undefined) opts.tlsVerify = o.tlsVerify;

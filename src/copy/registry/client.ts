@@ -287,8 +287,10 @@ const undici = () =>
     // undici parses HTTP with llhttp compiled to WebAssembly. V8 tiers hot wasm functions up with TurboFan on a
     // background thread, and a process cannot exit before that compile ends: 40-75 ms added to every short CLI
     // command (a no-op copy took 230 ms, 170 without). Liftoff's baseline code pulls 250 MB as fast here (measured
-    // with bench/copy.bench.ts), so the tier-up buys nothing. Must be set before the module is compiled.
-    setFlagsFromString('--liftoff-only');
+    // with bench/copy.bench.ts), so the tier-up buys nothing. Must be set before the wasm module is compiled (first
+    // connection), and is set after undici's modules are loaded: after a V8 flag change, Node compiles each built-in
+    // module it loads from source (its embedded code cache no longer matches the flags), ~3x slower (http, assert...).
+    // bin/tscopy.js resets the flag before it writes tscopy's code cache (bin/bundle-loader.js).
     try {
       const [pool, dispatcher, api] = await Promise.all([
         import('undici/lib/dispatcher/pool.js'),
@@ -297,10 +299,12 @@ const undici = () =>
       ]);
       // what undici's index does: request/stream/pipeline... on every dispatcher
       Object.assign((dispatcher!.default as { prototype: object }).prototype, api!.default);
+      setFlagsFromString('--liftoff-only');
       return { Pool: pool!.default as typeof import('undici').Pool };
     } catch {
       // a future undici with another internal layout: the package itself (slower to load, same API)
       const m = await import('undici');
+      setFlagsFromString('--liftoff-only');
       return { Pool: m.Pool };
     }
   })());
