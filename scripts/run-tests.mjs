@@ -3,7 +3,7 @@
 // nothing behind: no new mounts, no tsimage temp dirs, no stray registry/tsimage processes.
 // usage: node scripts/run-tests.mjs [filter...]   (filters match test file paths)
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { tmpdir } from 'node:os';
 
@@ -54,6 +54,15 @@ const files = findTests(testDir).filter((f) => filters.length === 0 || filters.s
 if (files.length === 0) {
   console.error(`run-tests: no test files under ${relative(root, testDir)} (did tsc -b run?)`);
   process.exit(1);
+}
+
+// tscopy's CLI tests run its bundle (bin/tscopy.js): rebuild it when a later `tsc -b` (land.sh, a manual build) made
+// it stale, as `npm test` does, else the suite would run the modules instead of what users run
+const bundle = join(root, 'dist', 'bundle', 'tscopy', 'tscopy.cjs');
+const mtime = (p) => (existsSync(p) ? statSync(p).mtimeMs : 0);
+if (mtime(bundle) < mtime(join(root, 'dist', '.tsbuildinfo'))) {
+  const b = spawnSync(process.execPath, [join(root, 'scripts', 'bundle.mjs')], { stdio: 'inherit', cwd: root });
+  if (b.status !== 0) process.exit(b.status ?? 1);
 }
 
 const before = { mounts: new Set(mounts()), temps: new Set(temps()), procs: procs() };
