@@ -19,9 +19,12 @@ import { startTsregistry } from './util.js';
 
 type Mode = 'pass' | '429' | 'drop';
 
-/** A relay in front of an upstream: passes requests through, or answers 429, or drops connections. */
-async function relay(t: { after(fn: () => Promise<void> | void): void }, target: string): Promise<{ url: string; mode: Mode; hits: number; server: Server }> {
-  const st = { url: '', mode: 'pass' as Mode, hits: 0, server: undefined as unknown as Server };
+/**
+ * A relay in front of an upstream: passes requests through (or trickles bodies, 64 KiB every
+ * 5 ms), or answers 429, or drops connections.
+ */
+async function relay(t: { after(fn: () => Promise<void> | void): void }, target: string): Promise<{ url: string; mode: Mode; trickle: boolean; hits: number; server: Server }> {
+  const st = { url: '', mode: 'pass' as Mode, trickle: false, hits: 0, server: undefined as unknown as Server };
   const tu = new URL(target);
   st.server = createServer((inReq, inRes) => {
     st.hits++;
@@ -36,7 +39,24 @@ async function relay(t: { after(fn: () => Promise<void> | void): void }, target:
     }
     const out = httpRequest({ host: tu.hostname, port: tu.port, method: inReq.method, path: inReq.url, headers: inReq.headers }, (r) => {
       inRes.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(inRes);
+      if (!st.trickle) {
+        r.pipe(inRes);
+        return;
+      }
+      void (async () => {
+        try {
+          for await (const c of r) {
+            for (let i = 0; i < (c as Buffer).length; i += 65536) {
+              if (inRes.destroyed) return;
+              inRes.write((c as Buffer).subarray(i, i + 65536));
+              await wait(5);
+            }
+          }
+          inRes.end();
+        } catch {
+          inRes.destroy();
+        }
+      })();
     });
     out.on('error', () => inRes.destroy());
     inReq.pipe(out);
@@ -178,24 +198,28 @@ describe('pull-through mirror', () => {
     const dir = tempDir(t, 'regprod-mirror-kill');
     const dist = await startDistribution(t);
     const up1 = await startTsregistry(t, { log: { access: false } }, { dir: join(dir, 'up1') });
-    const big = blob(24 * 1024 * 1024);
+    // the mirror fills at the upstream's pace: the relay makes that slow enough to die mid-blob
+    const front1 = await relay(t, up1.url);
+    front1.trickle = true;
+    const big = blob(8 * 1024 * 1024);
     for (const u of [up1.url, dist.url]) assert.equal(await pushBlob(u, 'big/x', big.data), big.digest);
     const mirror = await startTsregistry(
       t,
-      { log: { access: false }, mirror: { tagTtl: '1m', timeout: '5s', namespaces: [{ prefix: '', upstreams: [{ url: up1.url }, { url: dist.url }] }] } },
+      { log: { access: false }, mirror: { tagTtl: '1m', timeout: '5s', namespaces: [{ prefix: '', upstreams: [{ url: front1.url }, { url: dist.url }] }] } },
       { dir: join(dir, 'mirror') },
     );
     const blobPath = join(mirror.root, 'blobs', 'sha256', big.digest.slice(7, 9), big.digest.slice(7));
 
-    // read the first bytes slowly, kill the first upstream, then the response must break
+    // read the first bytes, kill the first upstream (and cut its connections), then the response must break
     const res = await fetch(`${mirror.url}/v2/big/x/blobs/${big.digest}`);
     assert.equal(res.status, 200);
     const reader = res.body!.getReader();
     let got = 0;
     const first = await reader.read();
     got += first.value?.length ?? 0;
-    await wait(200);
     await up1.stop('SIGKILL');
+    front1.mode = 'drop';
+    front1.server.closeAllConnections();
     let broke = false;
     try {
       for (;;) {

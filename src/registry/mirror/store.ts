@@ -9,19 +9,25 @@
  *   warning is logged (`tsregistry_mirror_requests_total{result="stale"}`); with nothing
  *   cached the client gets 503 UNAVAILABLE naming the upstream error. An upstream 404 is
  *   MANIFEST_UNKNOWN (the cache is left as it is).
- * - Blobs: HEAD asks the upstream for the size without downloading; GET streams the upstream
- *   body to the client and into an upload file at the same time (the slower of the two sets
- *   the pace), verifies the digest at the end and only then moves it into the blob store. A
- *   client that goes away does not stop the download (the next client gets a cache hit); an
- *   upstream that dies mid-body aborts the client's response and leaves nothing in the cache.
- *   Ranged GETs of an uncached blob are passed through without caching.
+ * - Blobs: HEAD asks the upstream for the size without downloading. A GET of an uncached blob
+ *   starts one fill (mirror/fill.ts): the upstream body goes into an upload file at the
+ *   upstream's pace, and every client asking for that digest meanwhile, whichever repository it
+ *   asked in, reads the file as it grows (so N concurrent pulls = one upstream GET per blob, no
+ *   client waits for the whole blob, none is buffered in memory). The digest is verified before
+ *   the last byte goes out; then the file moves into the blob store and is linked into every
+ *   repository that asked. A failed fill (upstream gone, wrong digest) breaks every client's
+ *   response (or answers 503 when it failed before the first byte), leaves nothing in the cache,
+ *   and the next request starts a new fill. A client that goes away does not stop the fill.
+ *   Ranged GETs of an uncached blob are read from a fill in progress, else passed through
+ *   without caching. Concurrent manifest lookups (and blob HEADs) share one upstream request.
  * - Clients cannot push into mirrored repositories (405 UNSUPPORTED); DELETE evicts.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { PassThrough, type Readable } from 'node:stream';
+import { open } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { OciError, digestAlgorithm, digestOf, isDigest, type Digest } from '../../oci/index.js';
-import type { StorageDriver } from '../driver.js';
+import type { FileWriter, StorageDriver } from '../driver.js';
 import type { GcCoordinator } from '../gc.js';
 import type { Logger } from '../log.js';
 import type { RegistryMetrics } from '../metrics.js';
@@ -29,6 +35,7 @@ import * as P from '../paths.js';
 import { ProductionStore } from '../prod.js';
 import type { ManifestInfo, PutManifestOptions, StoreOptions } from '../store.js';
 import type { MirrorNamespace, MirrorSettings } from './config.js';
+import { BlobFill } from './fill.js';
 import { Upstream, UpstreamError, upstreamHeader, type UpstreamResponse } from './upstream.js';
 
 const MANIFEST_ACCEPT = [
@@ -48,6 +55,10 @@ export class MirrorStore extends ProductionStore {
   private readonly validatedAt = new Map<string, number>();
   /** repo@digest -> size, learnt from an upstream HEAD (blob not cached yet). */
   private readonly remoteSizes = new Map<string, number>();
+  /** Blob downloads in progress, by digest: every request for one joins it. */
+  private readonly fills = new Map<Digest, BlobFill>();
+  /** Upstream lookups in progress (manifests by repo+reference, blob HEADs by repo@digest). */
+  private readonly flights = new Map<string, Promise<unknown>>();
 
   constructor(
     driver: StorageDriver,
@@ -111,13 +122,13 @@ export class MirrorStore extends ProductionStore {
   override async statManifest(repo: string, reference: string): Promise<ManifestInfo | undefined> {
     const r = this.route(repo);
     if (!r) return this.statManifestLocal(repo, reference);
-    return this.mirrorManifest(repo, reference, r);
+    return this.flight(`manifest ${repo}:${reference}`, () => this.mirrorManifest(repo, reference, r));
   }
 
   override async getManifest(repo: string, reference: string): Promise<(ManifestInfo & { bytes: Buffer }) | undefined> {
     const r = this.route(repo);
     if (!r) return this.getManifestLocal(repo, reference);
-    const info = await this.mirrorManifest(repo, reference, r);
+    const info = await this.flight(`manifest ${repo}:${reference}`, () => this.mirrorManifest(repo, reference, r));
     return info ? this.getManifestLocal(repo, info.digest) : undefined;
   }
 
@@ -263,6 +274,13 @@ export class MirrorStore extends ProductionStore {
     }
     const known = this.remoteSizes.get(`${repo}@${d}`);
     if (known !== undefined) return known;
+    // being fetched right now: the size its GET announced
+    const filling = this.fills.get(d)?.size;
+    if (filling !== undefined) return filling;
+    return this.flight(`blob ${repo}@${d}`, () => this.headBlob(repo, r, d));
+  }
+
+  private async headBlob(repo: string, r: Route, d: Digest): Promise<number | undefined> {
     let got;
     try {
       got = await this.first(r, (u) => u.fetch('HEAD', r.remote, `blobs/${d}`));
@@ -281,14 +299,44 @@ export class MirrorStore extends ProductionStore {
     return n;
   }
 
+  /** One upstream lookup per key at a time: concurrent callers share its result (or its error). */
+  private flight<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const running = this.flights.get(key);
+    if (running) return running as Promise<T>;
+    const p = fn().finally(() => this.flights.delete(key));
+    this.flights.set(key, p);
+    return p;
+  }
+
   override async openBlob(repo: string, d: Digest, start = 0, end?: number): Promise<Readable> {
     const r = this.route(repo);
-    if (!r || (await this.blobDataSize(d)) !== undefined) return super.openBlob(repo, d, start, end);
-    const size = this.remoteSizes.get(`${repo}@${d}`);
-    const whole = start === 0 && (end === undefined || (size !== undefined && end === size - 1));
+    if (!r) return super.openBlob(repo, d, start, end);
+    let fill = this.fills.get(d);
+    if (!fill && (await this.blobDataSize(d)) !== undefined) return super.openBlob(repo, d, start, end);
+    fill = this.fills.get(d);
+    if (fill) {
+      this.count('blob', 'joined');
+    } else {
+      const size = this.remoteSizes.get(`${repo}@${d}`);
+      const whole = start === 0 && (end === undefined || (size !== undefined && end === size - 1));
+      // a range of a blob nobody is fetching: passed through, not cached
+      if (!whole) return this.passthrough(repo, r, d, start, end);
+      fill = this.startFill(repo, r, d);
+    }
+    fill.repos.add(repo);
+    // errors before the first byte reach the client as an error response
+    await fill.ready;
+    if (fill.readable) return fill.reader(start, end);
+    // a driver without local files: the client gets the blob once it is cached
+    await fill.settled;
+    if (fill.error) throw fill.error;
+    return super.openBlob(repo, d, start, end);
+  }
+
+  private async passthrough(repo: string, r: Route, d: Digest, start: number, end: number | undefined): Promise<Readable> {
     let got;
     try {
-      got = await this.first(r, (u) => u.fetch('GET', r.remote, `blobs/${d}`, whole ? {} : { range: `bytes=${start}-${end ?? ''}` }));
+      got = await this.first(r, (u) => u.fetch('GET', r.remote, `blobs/${d}`, { range: `bytes=${start}-${end ?? ''}` }));
     } catch (e) {
       if (e instanceof UpstreamError) {
         this.count('blob', 'error');
@@ -296,65 +344,108 @@ export class MirrorStore extends ProductionStore {
       }
       throw e;
     }
-    if (got === 'missing') throw new OciError('BLOB_UNKNOWN', `blob ${d} is not in repository ${repo} (nor upstream)`, { detail: { digest: d } });
-    if (!whole) {
-      this.count('blob', 'passthrough');
-      return got.res.body;
-    }
-    this.count('blob', 'miss');
-    return this.teeToCache(repo, d, got.res.body, got.upstream);
+    if (got === 'missing') throw this.blobUnknown(repo, d);
+    this.count('blob', 'passthrough');
+    return got.res.body;
   }
 
-  /** Stream the upstream body to the client and into the cache; commit only a verified blob. */
-  private async teeToCache(repo: string, d: Digest, body: Readable, upstream: Upstream): Promise<Readable> {
-    const id = `mirror-${randomUUID()}`;
-    await this.driver.putContent(P.uploadStartedAtPath(repo, id), new Date().toISOString());
-    const w = await this.driver.writer(P.uploadDataPath(repo, id), false);
-    const out = new PassThrough({ highWaterMark: 1024 * 1024 });
-    let clientGone = false;
-    out.once('close', () => (clientGone = true));
-    const hash = createHash(digestAlgorithm(d));
+  private blobUnknown(repo: string, d: Digest): OciError {
+    return new OciError('BLOB_UNKNOWN', `blob ${d} is not in repository ${repo} (nor upstream)`, { detail: { digest: d } });
+  }
+
+  /**
+   * Start the one download of `d` (registered before any await, so that every request arriving
+   * while it runs joins it): upstream body -> upload file (at the upstream's pace) -> verified
+   * -> moved into the blob store and linked into every repository that asked meanwhile.
+   */
+  private startFill(repo: string, r: Route, d: Digest): BlobFill {
+    const fill = new BlobFill(d);
+    this.fills.set(d, fill);
+    void this.runFill(fill, repo, r, d).finally(() => {
+      this.fills.delete(d);
+      fill.finish();
+    });
+    return fill;
+  }
+
+  private async runFill(fill: BlobFill, repo: string, r: Route, d: Digest): Promise<void> {
     const t0 = Date.now();
-    void (async () => {
-      let n = 0;
-      try {
-        for await (const chunk of body) {
-          const b = chunk as Buffer;
-          hash.update(b);
-          n += b.length;
-          if (!w.write(b)) await once(w, 'drain');
-          if (!clientGone && !out.write(b) && !out.destroyed) {
-            await new Promise<void>((resolve) => {
-              const done = (): void => {
-                out.off('drain', done);
-                out.off('close', done);
-                resolve();
-              };
-              out.on('drain', done);
-              out.on('close', done);
-            });
-          }
-        }
-        await w.commit();
-        const got = `${digestAlgorithm(d)}:${hash.digest('hex')}`;
-        if (got !== d) throw new Error(`upstream ${upstream.base} served ${got} (${n} bytes) for blob ${d}`);
-        await this.driver.move(P.uploadDataPath(repo, id), P.blobDataPath(d));
-        await this.linkBlob(repo, d, n);
-        await this.driver.delete(P.uploadDir(repo, id));
-        this.remoteSizes.delete(`${repo}@${d}`);
-        this.metrics?.mirrorBytes.inc({}, n);
-        this.logger?.info('mirror: blob cached', { repo, digest: d, bytes: n, upstream: upstream.base, durationMs: Date.now() - t0 });
-        out.end();
-      } catch (e) {
-        body.destroy();
-        await w.cancel().catch(() => {});
-        await this.driver.delete(P.uploadDir(repo, id)).catch(() => {});
-        this.count('blob', 'error');
-        this.logger?.warn('mirror: blob fetch failed, nothing cached', { repo, digest: d, bytes: n, upstream: upstream.base, error: (e as Error).message });
-        out.destroy(e as Error);
+    let upstream: Upstream | undefined;
+    let body: Readable | undefined;
+    let w: FileWriter | undefined;
+    const id = `mirror-${randomUUID()}`;
+    let n = 0;
+    try {
+      // cached by a fill that ended just before this one started
+      if ((await this.blobDataSize(d)) !== undefined) {
+        const local = this.driver.localPath?.(P.blobDataPath(d));
+        if (local) fill.setHandle(await open(local, 'r'));
+        fill.progress((await this.blobDataSize(d)) ?? 0);
+        fill.verify();
+        await this.linkFilled(fill, d, fill.written);
+        return;
       }
-    })();
-    return out;
+      let got;
+      try {
+        got = await this.first(r, (u) => u.fetch('GET', r.remote, `blobs/${d}`));
+      } catch (e) {
+        if (e instanceof UpstreamError) throw this.unavailable(repo, `blob ${d}`, e);
+        throw e;
+      }
+      if (got === 'missing') throw this.blobUnknown(repo, d);
+      upstream = got.upstream;
+      body = got.res.body;
+      const declared = Number(upstreamHeader(got.res.headers, 'content-length'));
+      if (Number.isSafeInteger(declared) && declared >= 0) fill.size = declared;
+      await this.driver.putContent(P.uploadStartedAtPath(repo, id), new Date().toISOString());
+      w = await this.driver.writer(P.uploadDataPath(repo, id), false);
+      const local = this.driver.localPath?.(P.uploadDataPath(repo, id));
+      if (local) fill.setHandle(await open(local, 'r'));
+      const hash = createHash(digestAlgorithm(d));
+      const writer = w;
+      for await (const chunk of body) {
+        const b = chunk as Buffer;
+        hash.update(b);
+        n += b.length;
+        const ok = writer.write(b, (err) => {
+          if (!err) fill.progress(b.length);
+        });
+        if (!ok) await once(writer, 'drain');
+      }
+      await writer.commit();
+      const actual = `${digestAlgorithm(d)}:${hash.digest('hex')}`;
+      if (actual !== d)
+        throw new OciError('DIGEST_INVALID', `upstream ${upstream.base} served ${actual} (${n} bytes) for blob ${d}`, { status: 502, detail: { expected: d, actual } });
+      fill.verify();
+      await this.driver.move(P.uploadDataPath(repo, id), P.blobDataPath(d));
+      w = undefined;
+      await this.linkFilled(fill, d, n);
+      await this.driver.delete(P.uploadDir(repo, id));
+      this.metrics?.mirrorBytes.inc({}, n);
+      this.count('blob', 'miss');
+      this.logger?.info('mirror: blob cached', { repo, digest: d, bytes: n, upstream: upstream.base, durationMs: Date.now() - t0, clients: fill.repos.size });
+    } catch (e) {
+      const err = e instanceof Error ? e : new Error(String(e));
+      fill.fail(err);
+      body?.destroy();
+      await w?.cancel().catch(() => {});
+      await this.driver.delete(P.uploadDir(repo, id)).catch(() => {});
+      this.count('blob', 'error');
+      this.logger?.warn(upstream ? 'mirror: blob fetch failed, nothing cached' : 'mirror: blob fetch failed', {
+        repo,
+        digest: d,
+        bytes: n,
+        ...(upstream ? { upstream: upstream.base } : {}),
+        error: err.message,
+      });
+    }
+  }
+
+  private async linkFilled(fill: BlobFill, d: Digest, size: number): Promise<void> {
+    for (const repo of fill.repos) {
+      await this.linkBlob(repo, d, size);
+      this.remoteSizes.delete(`${repo}@${d}`);
+    }
   }
 }
 

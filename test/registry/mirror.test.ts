@@ -1,0 +1,313 @@
+/**
+ * Pull-through mirror: concurrent fills and tags/list, against distribution as the upstream,
+ * with a small relay in between (real sockets) that counts the upstream requests and can hold
+ * a blob's body half way, cut it, or corrupt it.
+ *
+ * - N skopeo pulls of an uncached image at once: one upstream GET per blob and per manifest,
+ *   every pull gets the upstream's bytes.
+ * - Clients joining a fill mid-blob get every byte (also those that arrived before they joined)
+ *   while the upstream body is still held: nobody waits for the whole blob.
+ * - A fill that fails (upstream cut mid-body, wrong digest) breaks every client's response,
+ *   leaves nothing in the store, and the next request fetches again.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tempDir, requireTool } from '../helpers.js';
+import { blob, pushBlob, pushImage, req, sha256, startDistribution } from './util.js';
+import { startTsregistry, type Proc } from '../registry-prod/util.js';
+
+type BlobPlan = { pauseAfter: number; gate: Promise<'release' | 'kill'>; corrupt?: boolean };
+
+interface Relay {
+  url: string;
+  /** "GET /v2/lib/a/blobs/sha256:..." -> how many requests the upstream got */
+  counts: Map<string, number>;
+  count(method: string, path: string): number;
+  /** Delay before each request is forwarded (ms). */
+  delayMs: number;
+  /** Upstream unreachable: connections are dropped. */
+  down: boolean;
+  /** How GETs of a blob (by digest) are answered: first bytes, then wait for the gate. */
+  plans: Map<string, BlobPlan>;
+  /** Bytes of a held body sent so far, by digest. */
+  sent: Map<string, number>;
+}
+
+function gate(): { promise: Promise<'release' | 'kill'>; open(v: 'release' | 'kill'): void } {
+  let open!: (v: 'release' | 'kill') => void;
+  const promise = new Promise<'release' | 'kill'>((r) => (open = r));
+  return { promise, open };
+}
+
+const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function readAll(s: IncomingMessage): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of s) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
+/** A counting relay in front of an upstream registry. */
+async function relay(t: { after(fn: () => Promise<void> | void): void }, target: string): Promise<Relay> {
+  const tu = new URL(target);
+  const st: Relay = {
+    url: '',
+    counts: new Map(),
+    count: (m, p) => st.counts.get(`${m} ${p}`) ?? 0,
+    delayMs: 0,
+    down: false,
+    plans: new Map(),
+    sent: new Map(),
+  };
+  const server: Server = createServer((inReq, inRes) => {
+    const path = new URL(inReq.url!, 'http://x').pathname;
+    const key = `${inReq.method} ${path}`;
+    st.counts.set(key, (st.counts.get(key) ?? 0) + 1);
+    const digest = /\/blobs\/(sha256:[0-9a-f]{64})$/.exec(path)?.[1];
+    const plan = inReq.method === 'GET' && digest ? st.plans.get(digest) : undefined;
+    void (async () => {
+      if (st.delayMs) await wait(st.delayMs);
+      if (st.down) {
+        inReq.socket.destroy();
+        return;
+      }
+      const out = httpRequest({ host: tu.hostname, port: tu.port, method: inReq.method, path: inReq.url, headers: inReq.headers }, (r) => {
+        if (!plan || r.statusCode !== 200) {
+          inRes.writeHead(r.statusCode ?? 502, r.headers);
+          r.pipe(inRes);
+          return;
+        }
+        void (async () => {
+          const body = await readAll(r);
+          if (plan.corrupt) body.writeUInt8(body.readUInt8(body.length >> 1) ^ 0xff, body.length >> 1);
+          inRes.writeHead(200, r.headers);
+          inRes.write(body.subarray(0, plan.pauseAfter));
+          st.sent.set(digest!, plan.pauseAfter);
+          if ((await plan.gate) === 'kill') {
+            inRes.socket?.destroy();
+            return;
+          }
+          inRes.end(body.subarray(plan.pauseAfter));
+          st.sent.set(digest!, body.length);
+        })();
+      });
+      out.on('error', () => inRes.destroy());
+      inReq.pipe(out);
+    })();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  st.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  t.after(
+    () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  );
+  return st;
+}
+
+/** Asynchronous (the relay runs in this process). */
+function run(cmd: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    c.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const timer = setTimeout(() => c.kill('SIGKILL'), 120_000);
+    c.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, out, err });
+    });
+  });
+}
+
+async function metric(m: Proc, kind: string, result: string): Promise<number> {
+  const text = (await req(m.url, 'GET', '/metrics')).text;
+  const line = new RegExp(`^tsregistry_mirror_requests_total\\{kind="${kind}",result="${result}"\\} (\\d+)`, 'm').exec(text);
+  return line ? Number(line[1]) : 0;
+}
+
+function blobFile(m: Proc, d: string): string {
+  return join(m.root, 'blobs', 'sha256', d.slice(7, 9), d.slice(7));
+}
+
+function uploadsLeft(m: Proc, repo: string): string[] {
+  const dir = join(m.root, 'repositories', ...repo.split('/'), '_uploads');
+  return existsSync(dir) ? readdirSync(dir) : [];
+}
+
+/** A streaming GET: the response and a reader of its body. */
+async function startGet(url: string): Promise<{ status: number; next(): Promise<Buffer | undefined>; rest(): Promise<Buffer> }> {
+  const res = await fetch(url);
+  const reader = res.body!.getReader();
+  const got: Buffer[] = [];
+  return {
+    status: res.status,
+    async next() {
+      const c = await reader.read();
+      if (c.done) return undefined;
+      const b = Buffer.from(c.value);
+      got.push(b);
+      return b;
+    },
+    async rest() {
+      for (;;) {
+        const c = await reader.read();
+        if (c.done) return Buffer.concat(got);
+        got.push(Buffer.from(c.value));
+      }
+    },
+  };
+}
+
+async function mirrorOf(t: Parameters<typeof tempDir>[0], upstream: string, dir: string, extra: Record<string, unknown> = {}): Promise<Proc> {
+  return startTsregistry(
+    t,
+    { log: { access: false }, mirror: { tagTtl: '1m', timeout: '10s', namespaces: [{ prefix: 'hub', upstreams: [{ url: upstream }] }], ...extra } },
+    { dir },
+  );
+}
+
+describe('pull-through mirror: concurrent fills', () => {
+  it('4 skopeo pulls of an uncached image at once: one upstream GET per blob and per manifest, every pull gets the upstream bytes', async (t) => {
+    requireTool('skopeo');
+    const dir = tempDir(t, 'mirror-concurrent');
+    const dist = await startDistribution(t);
+    const up = await relay(t, dist.url);
+    const img = await pushImage(dist.url, 'lib/app', 'v1', { layers: 3 });
+    const doc = JSON.parse(img.bytes.toString('utf8'));
+    const blobs: string[] = [doc.config.digest, ...doc.layers.map((l: { digest: string }) => l.digest)];
+    const m = await mirrorOf(t, up.url, join(dir, 'mirror'));
+    up.counts.clear();
+    // every upstream answer takes 300 ms: the pulls overlap on the manifest and on every blob
+    up.delayMs = 300;
+    const pulls = await Promise.all(
+      [0, 1, 2, 3].map((i) => run('skopeo', ['copy', '--preserve-digests', '--src-tls-verify=false', `docker://${m.addr}/hub/lib/app:v1`, `oci:${join(dir, `pull${i}`)}:v1`])),
+    );
+    for (const [i, p] of pulls.entries()) {
+      assert.equal(p.code, 0, `pull ${i}: ${p.err}\n${m.stderr().slice(-2000)}`);
+      const index = JSON.parse(readFileSync(join(dir, `pull${i}`, 'index.json'), 'utf8'));
+      assert.equal(index.manifests[0].digest, img.digest, `pull ${i} has the upstream manifest: ${JSON.stringify(index)}`);
+      for (const d of [img.digest, ...blobs]) {
+        const data = readFileSync(join(dir, `pull${i}`, 'blobs', 'sha256', d.slice(7)));
+        assert.equal(sha256(data), d, `pull ${i}: ${d}`);
+      }
+    }
+    for (const d of blobs) assert.equal(up.count('GET', `/v2/lib/app/blobs/${d}`), 1, `one upstream GET of ${d}: ${JSON.stringify([...up.counts])}`);
+    const manifestGets = [...up.counts].filter(([k]) => k.startsWith('GET /v2/lib/app/manifests/')).reduce((a, [, n]) => a + n, 0);
+    assert.equal(manifestGets, 1, `one upstream manifest GET: ${JSON.stringify([...up.counts])}`);
+    assert.equal(up.count('HEAD', '/v2/lib/app/manifests/v1'), 1, 'one tag lookup');
+    assert.ok((await metric(m, 'blob', 'joined')) >= 1, 'the pulls overlapped (some requests joined a fill in progress)');
+    assert.equal(await metric(m, 'blob', 'miss'), blobs.length, 'one fill per blob');
+    for (const d of blobs) assert.ok(existsSync(blobFile(m, d)), `${d} cached`);
+    assert.deepEqual(uploadsLeft(m, 'hub/lib/app'), []);
+  });
+
+  it('clients joining mid-blob get every byte while the upstream body is still held; one upstream GET', async (t) => {
+    const dir = tempDir(t, 'mirror-join');
+    const dist = await startDistribution(t);
+    const up = await relay(t, dist.url);
+    const big = blob(3 * 1024 * 1024 + 17);
+    await pushBlob(dist.url, 'lib/big', big.data);
+    const m = await mirrorOf(t, up.url, join(dir, 'mirror'));
+    const g = gate();
+    up.plans.set(big.digest, { pauseAfter: 1024 * 1024, gate: g.promise });
+    const url = `${m.url}/v2/hub/lib/big/blobs/${big.digest}`;
+
+    // the first client gets its first bytes while the upstream body is held half way
+    const a = await startGet(url);
+    assert.equal(a.status, 200);
+    const first = await a.next();
+    assert.ok(first && first.length > 0, 'first bytes before the upstream body ended');
+    // two more clients join the fill in progress (they need the bytes that came before them)
+    const b = await startGet(url);
+    const c = await startGet(url);
+    assert.equal(b.status, 200);
+    assert.equal(c.status, 200);
+    const bFirst = await b.next();
+    assert.ok(bFirst && bFirst.length > 0, 'a joining client gets bytes at once');
+    assert.ok(!existsSync(blobFile(m, big.digest)), 'not cached yet: the upstream body is still held');
+    g.open('release');
+    const [ra, rb, rc] = await Promise.all([a.rest(), b.rest(), c.rest()]);
+    for (const r of [ra, rb, rc]) assert.equal(sha256(r), big.digest);
+    assert.equal(up.count('GET', `/v2/lib/big/blobs/${big.digest}`), 1, JSON.stringify([...up.counts]));
+    assert.equal(up.count('HEAD', `/v2/lib/big/blobs/${big.digest}`), 1, 'the joiners take the size from the fill');
+    assert.equal(await metric(m, 'blob', 'joined'), 2);
+    for (let i = 0; i < 50 && !existsSync(blobFile(m, big.digest)); i++) await wait(50);
+    assert.ok(existsSync(blobFile(m, big.digest)));
+    // later: from the cache, no upstream request
+    const again = await req(m.url, 'GET', `/v2/hub/lib/big/blobs/${big.digest}`);
+    assert.equal(sha256(again.body), big.digest);
+    assert.equal(up.count('GET', `/v2/lib/big/blobs/${big.digest}`), 1);
+  });
+
+  for (const failure of ['upstream cut mid-body', 'wrong digest'] as const) {
+    it(`a failed fill (${failure}) breaks every client's response, caches nothing, and the next request fetches again`, async (t) => {
+      const dir = tempDir(t, 'mirror-fail');
+      const dist = await startDistribution(t);
+      const up = await relay(t, dist.url);
+      const big = blob(2 * 1024 * 1024 + 5);
+      await pushBlob(dist.url, 'lib/big', big.data);
+      const m = await mirrorOf(t, up.url, join(dir, 'mirror'));
+      const g = gate();
+      up.plans.set(big.digest, { pauseAfter: 512 * 1024, gate: g.promise, corrupt: failure === 'wrong digest' });
+      const url = `${m.url}/v2/hub/lib/big/blobs/${big.digest}`;
+      const clients = [await startGet(url), await startGet(url), await startGet(url)];
+      for (const c of clients) {
+        assert.equal(c.status, 200);
+        assert.ok(await c.next());
+      }
+      g.open(failure === 'wrong digest' ? 'release' : 'kill');
+      const outcomes = await Promise.allSettled(clients.map((c) => c.rest()));
+      for (const [i, o] of outcomes.entries()) {
+        if (o.status === 'fulfilled') assert.ok(o.value.length < big.data.length, `client ${i} must not get a complete response (${o.value.length} bytes)`);
+      }
+      await wait(200);
+      assert.ok(!existsSync(blobFile(m, big.digest)), 'nothing cached');
+      assert.deepEqual(uploadsLeft(m, 'hub/lib/big'), [], 'the partial download was removed');
+      assert.match(m.stderr(), failure === 'wrong digest' ? /blob fetch failed, nothing cached.*served sha256:[0-9a-f]{64} \(2097157 bytes\) for blob/ : /blob fetch failed, nothing cached/);
+      assert.equal(up.count('GET', `/v2/lib/big/blobs/${big.digest}`), 1);
+      // the next request starts a new fill
+      up.plans.delete(big.digest);
+      const again = await req(m.url, 'GET', `/v2/hub/lib/big/blobs/${big.digest}`);
+      assert.equal(again.status, 200);
+      assert.equal(sha256(again.body), big.digest);
+      assert.equal(up.count('GET', `/v2/lib/big/blobs/${big.digest}`), 2);
+      for (let i = 0; i < 50 && !existsSync(blobFile(m, big.digest)); i++) await wait(50);
+      assert.ok(existsSync(blobFile(m, big.digest)), 'cached by the retry');
+    });
+  }
+
+  it('an upstream that is down before the first byte: every waiting client gets 503 naming the upstream error', async (t) => {
+    const dir = tempDir(t, 'mirror-down');
+    const dist = await startDistribution(t);
+    const up = await relay(t, dist.url);
+    const small = blob(4096);
+    await pushBlob(dist.url, 'lib/s', small.data);
+    const m = await mirrorOf(t, up.url, join(dir, 'mirror'));
+    // the size is known (HEAD went through), then the upstream goes away before the GET
+    const head = await req(m.url, 'HEAD', `/v2/hub/lib/s/blobs/${small.digest}`);
+    assert.equal(head.status, 200);
+    up.down = true;
+    up.delayMs = 300;
+    const rs = await Promise.all([0, 1, 2].map(() => req(m.url, 'GET', `/v2/hub/lib/s/blobs/${small.digest}`)));
+    for (const r of rs) {
+      assert.equal(r.status, 503, r.text);
+      assert.match(r.text, /UNAVAILABLE.*no upstream could serve it/);
+    }
+    assert.equal(up.count('GET', `/v2/lib/s/blobs/${small.digest}`), 1, 'one attempt for the three clients');
+    up.down = false;
+    up.delayMs = 0;
+    const ok = await req(m.url, 'GET', `/v2/hub/lib/s/blobs/${small.digest}`);
+    assert.equal(sha256(ok.body), small.digest);
+    for (let i = 0; i < 50 && !existsSync(blobFile(m, small.digest)); i++) await wait(50);
+    assert.ok(existsSync(blobFile(m, small.digest)), 'cached');
+  });
+});
