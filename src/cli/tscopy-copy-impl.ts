@@ -94,7 +94,7 @@ export async function signingHooks(
   opts: Opts,
   destOpen: OpenOptions,
   log: (s: string) => void,
-): Promise<Pick<CopyOptions, 'beforeWrite' | 'afterManifest'> & { carryOnly: Awaited<ReturnType<typeof import('./sign-impl.js').copySigningHooks>>['carryOnly'] }> {
+): Promise<Pick<CopyOptions, 'beforeWrite' | 'afterManifest' | 'cannotModify'> & { carryOnly: Awaited<ReturnType<typeof import('./sign-impl.js').copySigningHooks>>['carryOnly'] }> {
   const { copySigningHooks } = await import('./sign-impl.js');
   const h = await copySigningHooks(
     {
@@ -108,7 +108,12 @@ export async function signingHooks(
     },
     { openDestinationReader: (d) => openSource(d.name, destOpen), log },
   );
-  return { beforeWrite: (ctx) => h.beforeWrite(ctx), afterManifest: (ctx) => h.afterManifest(ctx), carryOnly: (ctx) => h.carryOnly(ctx) };
+  return {
+    beforeWrite: (ctx) => h.beforeWrite(ctx),
+    afterManifest: (ctx) => h.afterManifest(ctx),
+    cannotModify: (ctx, digest) => h.cannotModify(ctx, digest),
+    carryOnly: (ctx) => h.carryOnly(ctx),
+  };
 }
 
 /**

@@ -91,6 +91,13 @@ export interface CopyOptions extends Io {
   reporter?: CopyReporter | undefined;
   /** Runs after the source manifest is read, before anything is written; may throw to refuse (policy). */
   beforeWrite?: ((ctx: CopyHookContext) => Promise<void> | void) | undefined;
+  /**
+   * Why a manifest of the source must be copied as it is (containers/image's cannotModifyManifestReason, e.g.
+   * "Would invalidate signatures"), or undefined when it may change. Asked only for a manifest that a conversion
+   * (--format, --dest-compress-format, the destination's wishes) would change: an image is then copied verbatim,
+   * and an index that would have to change is refused (skopeo's "Manifest list must be converted ..." error).
+   */
+  cannotModify?: ((ctx: CopyHookContext, digest: Digest) => Promise<string | undefined>) | undefined;
   /** Runs after the top manifest is written, before commit (signatures). */
   afterManifest?: ((ctx: CopyHookContext) => Promise<void> | void) | undefined;
   /**
@@ -258,7 +265,8 @@ export class CopyEngine {
       selected: selected?.digest,
       instances,
     };
-    await opts.beforeWrite?.({ ...ctxBase, manifest: top });
+    this.hookCtx = { ...ctxBase, manifest: top };
+    await opts.beforeWrite?.(this.hookCtx);
     this.io.signal?.throwIfAborted();
 
     let written: ManifestBytes;
@@ -318,6 +326,9 @@ export class CopyEngine {
     return this.dest.tag ?? m.digest;
   }
 
+  /** The hooks' context (beforeWrite's), for cannotModify. */
+  private hookCtx: CopyHookContext | undefined;
+
   /** --all: the manifests written below the top one (for the hooks). */
   private destInstances: Descriptor[] | undefined;
 
@@ -375,6 +386,7 @@ export class CopyEngine {
       if (!isManifestType(m.mediaType)) throw new OciError('MANIFEST_INVALID', `${src.name}: index lists ${d.digest} as an image manifest, it is ${m.mediaType}`);
       plans.set(d.digest, await this.plan(m, true, format));
     }
+    await this.checkIndexes(top, format, plans);
     await this.copyBlobs([...plans.values()]);
     const out = new Map<Digest, ManifestBytes>();
     const conversions = [...new Set([...plans.values()].flatMap((p) => p.changed))];
@@ -415,6 +427,37 @@ export class CopyEngine {
     });
     if (listsConverted) conversions.unshift(`manifest list converted to ${format === 'oci' ? 'an OCI index' : 'a Docker manifest list'}`);
     return { written, conversions };
+  }
+
+  /**
+   * Before anything is written: every index that has to change (its format, or a child that changes) may change
+   * (cannotModify), else containers/image's error for a list it cannot modify.
+   */
+  private async checkIndexes(top: ManifestBytes, format: ManifestFormat, plans: Map<Digest, ImagePlan>): Promise<void> {
+    if (!this.opts.cannotModify) return;
+    const memo = new Map<Digest, Promise<boolean>>();
+    const changes = (m: ManifestBytes): Promise<boolean> => {
+      let p = memo.get(m.digest);
+      if (!p) {
+        p = (async () => {
+          let changed = format !== formatOf(m.mediaType);
+          for (const d of parseIndex(m, `${this.src.name}`).manifests) {
+            const plan = plans.get(d.digest);
+            if (plan ? plan.changed.length > 0 : await changes(this.indexes.get(d.digest)!)) changed = true;
+          }
+          if (!changed) return false;
+          const why = await this.cannotModify(m.digest);
+          if (why) {
+            const to = format === 'oci' ? MediaTypes.ociIndex : MediaTypes.dockerManifestList;
+            throw new TsimageError(`Manifest list must be converted to type ${JSON.stringify(to)} to be written to destination, but we cannot modify it: ${JSON.stringify(why)}`);
+          }
+          return true;
+        })();
+        memo.set(m.digest, p);
+      }
+      return p;
+    };
+    await changes(top);
   }
 
   private preserveError(changes: string[]): UsageError {
@@ -476,8 +519,23 @@ export class CopyEngine {
     const recompressed = layers.filter((l) => l.from !== l.to);
     if (recompressed.length) changed.push(`${recompressed.length} layer(s) ${recompressed[0]!.to === 'none' ? 'decompressed' : `compressed with ${recompressed[0]!.to}`}`);
     else if (format === srcFormat && layers.some((l) => l.mediaType !== l.src.mediaType)) changed.push('layer media types changed');
+    if (changed.length) {
+      // containers/image: a manifest with signatures is never modified (copied as it is, the conversion skipped)
+      const why = await this.cannotModify(m.digest);
+      if (why) {
+        this.reporter.message(`Copying ${m.digest} as it is (${why.toLowerCase()}): not done: ${changed.join('; ')}`);
+        const keep = (l: Descriptor): LayerJob => ({ src: l, from: 'none', to: 'none', mediaType: l.mediaType });
+        return { source: m, doc, format: srcFormat, configOut: { desc: doc.config }, layers: doc.layers.map(keep), changed: [] };
+      }
+    }
     if (changed.length && this.opts.preserveDigests) throw this.preserveError(changed);
     return { source: m, doc, format, configOut, layers, changed };
+  }
+
+  /** Why a source manifest must not change (opts.cannotModify: it has signatures), or undefined. */
+  private async cannotModify(digest: Digest): Promise<string | undefined> {
+    if (!this.opts.cannotModify || !this.hookCtx) return undefined;
+    return this.opts.cannotModify(this.hookCtx, digest);
   }
 
   private manifestFor(plan: ImagePlan): ManifestBytes {

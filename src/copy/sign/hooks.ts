@@ -155,6 +155,7 @@ function instancesOf(ctx: CopyHookContext, written: ManifestBytes): Digest[] {
 
 /** The engine's hooks for one copy; `report` collects what they did. */
 export function signingHooks(o: SigningCopyOptions): {
+  cannotModify: (ctx: CopyHookContext, digest: Digest) => Promise<string | undefined>;
   beforeWrite: (ctx: CopyHookContext) => Promise<void>;
   afterManifest: (ctx: CopyHookContext) => Promise<void>;
   /**
@@ -218,6 +219,16 @@ export function signingHooks(o: SigningCopyOptions): {
   };
   return {
     report,
+    /**
+     * containers/image's rule: a manifest with signatures is never modified ("Would invalidate signatures"):
+     * skopeo then copies an image as it is, ignoring --format/--dest-compress-format, and refuses a list that
+     * would have to change. Not with --remove-signatures.
+     */
+    async cannotModify(ctx, digest) {
+      if (o.removeSignatures || !ctx.source.simpleSignatures) return undefined;
+      const sigs = await readSimple(ctx, { digest, instance: digest !== ctx.sourceManifest.digest });
+      return sigs.length ? 'Would invalidate signatures' : undefined;
+    },
     async beforeWrite(ctx) {
       if (o.signBy && !ctx.destination.caps.acceptsSignatures)
         throw new UsageError(`${ctx.destination.name}: this destination cannot store signatures (--sign-by-key needs a registry or an OCI layout)`);
