@@ -14,9 +14,52 @@
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * Start-up trims in dependencies' code, by exact text (a dependency update that changes the text only loses the
+ * trim: a warning, never a failed build). Each defers a Node built-in a tscopy command seldom needs to its first use.
+ */
+const lazyRequires = [
+  // undici's HTTP/2 client (node:http2, ~3 ms to load) is loaded by every Client; tscopy never enables allowH2
+  { file: /undici\/lib\/dispatcher\/client\.js$/, from: "const connectH2 = require('./client-h2.js')",
+    to: "let connectH2Mod\nconst connectH2 = (client, socket) => (connectH2Mod ??= require('./client-h2.js'))(client, socket)" },
+  // commander spawns only for executable subcommands, which tscopy has none of (node:child_process loads net, dgram)
+  { file: /commander\/lib\/command\.js$/, from: "const childProcess = require('node:child_process');",
+    to: "const childProcess = { spawn: (...args) => require('node:child_process').spawn(...args) };" },
+  // undici calls assert(x) only (node:assert: ~1 ms)
+  { file: /undici\/lib\/.*\.js$/, all: true, from: "const assert = require('node:assert')",
+    to: "const assert = (value, message) => { if (!value) require('node:assert')(value, message) }" },
+];
+const trims = {
+  name: 'tsimage-start-up-trims',
+  setup(b) {
+    // client.ts imports undici's deep modules and the package's index only if those paths do not exist, which in the
+    // bundle cannot happen (esbuild fails the build first): the index (fetch, WebSocket, mocks, caches: about half
+    // of the bundle's text) is left out
+    b.onResolve({ filter: /^undici$/ }, () => ({ path: 'undici', namespace: 'tsimage-stub' }));
+    b.onLoad({ filter: /.*/, namespace: 'tsimage-stub' }, () => ({
+      contents: "throw new Error('undici: the package index is not in the bundle (scripts/bundle.mjs)');",
+      loader: 'js',
+    }));
+    const seen = new Set();
+    b.onLoad({ filter: /node_modules\/(undici|commander)\/lib\/.*\.js$/ }, async (args) => {
+      let text = await readFile(args.path, 'utf8');
+      for (const [i, r] of lazyRequires.entries()) {
+        if (!r.file.test(args.path) || !text.includes(r.from)) continue;
+        text = r.all ? text.replaceAll(r.from, r.to) : text.replace(r.from, r.to);
+        seen.add(i);
+      }
+      return { contents: text, loader: 'js' };
+    });
+    b.onEnd(() => {
+      for (const [i, r] of lazyRequires.entries()) if (!seen.has(i)) console.warn(`bundle.mjs: start-up trim not applied (dependency changed?): ${r.from}`);
+    });
+  },
+};
 const outdir = `${root}dist/bundle/tscopy`;
 const outfile = `${outdir}/tscopy.cjs`;
 rmSync(outdir, { recursive: true, force: true });
@@ -33,6 +76,7 @@ await build({
   // the modules' import.meta.url is the bundle's URL (CommonJS has no import.meta)
   define: { 'import.meta.url': '__tsimageImportMetaUrl' },
   banner: { js: "const __tsimageImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
+  plugins: [trims],
   logLevel: 'warning',
   legalComments: 'none',
 });

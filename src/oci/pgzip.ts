@@ -13,7 +13,8 @@
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import type { Worker } from 'node:worker_threads';
 import zlib from 'node:zlib';
 
 export const GZIP_BLOCK = 1024 * 1024;
@@ -63,6 +64,8 @@ class DeflatePool {
 
   private spawn(): { w: Worker; busy: number } {
     // execArgv []: an inherited --input-type=module would make the CommonJS source ESM
+    // loaded on first use: a process that never compresses big layers (most tscopy commands) skips node:worker_threads
+    const { Worker } = createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads');
     const w = new Worker(WORKER_SRC, { eval: true, execArgv: [] });
     const slot = { w, busy: 0 };
     w.unref();

@@ -19,7 +19,7 @@
  */
 import { mkdir, readFile, rename, rm, writeFile, open } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { TsimageError, UsageError } from './oci.js';
@@ -82,6 +82,8 @@ interface AuthDoc {
 export function credentialsFromHelper(helper: string, server: string, where: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
   if (!/^[A-Za-z0-9._-]+$/.test(helper)) throw new TsimageError(`${where}: credential helper name ${JSON.stringify(helper)} is not valid`);
   const prog = `docker-credential-${helper}`;
+  // loaded here: node:child_process (with net, dgram) costs every tscopy start-up ~0.5 ms otherwise
+  const { spawnSync } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
   const r = spawnSync(prog, ['get'], { input: server, encoding: 'utf8', env, timeout: 60_000 });
   if (r.error) {
     const code = (r.error as NodeJS.ErrnoException).code;
