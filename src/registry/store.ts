@@ -692,6 +692,15 @@ export class RegistryStore {
     return tags.filter((t) => isValidTag(t)).sort(compareStrings);
   }
 
+  /**
+   * The tags a client's `GET /v2/<name>/tags/list` sees (sorted; undefined = unknown repository).
+   * The stored tags here; the pull-through mirror asks its upstreams. `last` is the client's
+   * page cursor (a continuation may reuse the list its first page came from).
+   */
+  async tagList(repo: string, _o: { last?: string | undefined } = {}): Promise<string[] | undefined> {
+    return this.listTags(repo);
+  }
+
   /** Manifest digests stored in a repository (revisions). */
   async listManifests(repo: string): Promise<Digest[]> {
     const out: Digest[] = [];

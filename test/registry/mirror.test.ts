@@ -17,8 +17,8 @@ import type { AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { tempDir, requireTool } from '../helpers.js';
-import { blob, pushBlob, pushImage, req, sha256, startDistribution } from './util.js';
+import { tempDir, requireTool, sh } from '../helpers.js';
+import { ACCEPT_ALL, blob, errCode, pushBlob, pushImage, req, sha256, startDistribution } from './util.js';
 import { startTsregistry, type Proc } from '../registry-prod/util.js';
 
 type BlobPlan = { pauseAfter: number; gate: Promise<'release' | 'kill'>; corrupt?: boolean };
@@ -36,6 +36,8 @@ interface Relay {
   plans: Map<string, BlobPlan>;
   /** Bytes of a held body sent so far, by digest. */
   sent: Map<string, number>;
+  /** Ask the upstream for tags/list pages of this size (when the request has no n). */
+  tagPageSize: number | undefined;
 }
 
 function gate(): { promise: Promise<'release' | 'kill'>; open(v: 'release' | 'kill'): void } {
@@ -63,6 +65,7 @@ async function relay(t: { after(fn: () => Promise<void> | void): void }, target:
     down: false,
     plans: new Map(),
     sent: new Map(),
+    tagPageSize: undefined,
   };
   const server: Server = createServer((inReq, inRes) => {
     const path = new URL(inReq.url!, 'http://x').pathname;
@@ -76,7 +79,9 @@ async function relay(t: { after(fn: () => Promise<void> | void): void }, target:
         inReq.socket.destroy();
         return;
       }
-      const out = httpRequest({ host: tu.hostname, port: tu.port, method: inReq.method, path: inReq.url, headers: inReq.headers }, (r) => {
+      let fwd = inReq.url!;
+      if (st.tagPageSize !== undefined && path.endsWith('/tags/list') && !/[?&]n=/.test(fwd)) fwd += `${fwd.includes('?') ? '&' : '?'}n=${st.tagPageSize}`;
+      const out = httpRequest({ host: tu.hostname, port: tu.port, method: inReq.method, path: fwd, headers: inReq.headers }, (r) => {
         if (!plan || r.statusCode !== 200) {
           inRes.writeHead(r.statusCode ?? 502, r.headers);
           r.pipe(inRes);
@@ -309,5 +314,94 @@ describe('pull-through mirror: concurrent fills', () => {
     assert.equal(sha256(ok.body), small.digest);
     for (let i = 0; i < 50 && !existsSync(blobFile(m, small.digest)); i++) await wait(50);
     assert.ok(existsSync(blobFile(m, small.digest)), 'cached');
+  });
+});
+
+describe('pull-through mirror: tags/list', () => {
+  it('lists the upstream tags (also those pushed after the cache filled; token auth; across the upstream\'s Link pages); serves the cached list when the upstream is down', async (t) => {
+    for (const tool of ['skopeo', 'htpasswd']) requireTool(tool);
+    const dir = tempDir(t, 'mirror-tags');
+    const dist = await startDistribution(t);
+    const up = await relay(t, dist.url);
+    await pushImage(dist.url, 'lib/app', 'v1');
+    await pushImage(dist.url, 'lib/app', 'v2');
+    // a second upstream with token auth, for a second namespace
+    sh('htpasswd', ['-cbB', join(dir, 'htpasswd'), 'mirror', 'mirror-secret']);
+    const up2 = await startTsregistry(
+      t,
+      { auth: { htpasswd: join(dir, 'htpasswd'), token: { service: 'up2' }, access: { rules: [{ repos: ['**'], users: ['mirror'], actions: ['pull', 'push'] }] } }, log: { access: false } },
+      { dir: join(dir, 'up2') },
+    );
+    const up2r = await relay(t, up2.url);
+    for (const tag of ['p2', 'p3', 'p1']) {
+      const c = await run('skopeo', ['copy', '--src-tls-verify=false', '--dest-tls-verify=false', '--dest-creds', 'mirror:mirror-secret', `docker://${dist.addr}/lib/app:v1`, `docker://${up2.addr}/team/priv:${tag}`]);
+      assert.equal(c.code, 0, c.err);
+    }
+    const m = await startTsregistry(
+      t,
+      {
+        log: { access: false },
+        mirror: {
+          tagTtl: '1m',
+          timeout: '5s',
+          namespaces: [
+            { prefix: 'hub', upstreams: [{ url: up.url }] },
+            { prefix: 'auth', upstreams: [{ url: up2r.url, username: 'mirror', password: 'mirror-secret' }] },
+          ],
+        },
+      },
+      { dir: join(dir, 'mirror') },
+    );
+    const tags = async (path: string) => {
+      const r = await req(m.url, 'GET', path);
+      return { status: r.status, tags: r.status === 200 ? (r.json().tags as string[]) : undefined, link: r.headers.get('link'), r };
+    };
+
+    // the mirror caches v1; then v3 is pushed upstream
+    const pulled = await req(m.url, 'GET', '/v2/hub/lib/app/manifests/v1', { headers: { Accept: ACCEPT_ALL } });
+    assert.equal(pulled.status, 200);
+    await pushImage(dist.url, 'lib/app', 'v3');
+    const all = await tags('/v2/hub/lib/app/tags/list');
+    assert.equal(all.status, 200, all.r.text);
+    assert.deepEqual(all.tags, ['v1', 'v2', 'v3'], 'the upstream list, not only the cached v1');
+    assert.equal(all.r.json().name, 'hub/lib/app');
+    assert.equal(up.count('GET', '/v2/lib/app/tags/list'), 1);
+
+    // n/last on what the upstream gave; the continuation pages reuse that list
+    const p1 = await tags('/v2/hub/lib/app/tags/list?n=2');
+    assert.deepEqual(p1.tags, ['v1', 'v2']);
+    assert.equal(p1.link, '</v2/hub/lib/app/tags/list?n=2&last=v2>; rel="next"');
+    const p2 = await tags(p1.link!.slice(1, p1.link!.indexOf('>')));
+    assert.deepEqual(p2.tags, ['v3']);
+    assert.equal(p2.link, null);
+    assert.deepEqual((await tags('/v2/hub/lib/app/tags/list?n=1&last=v1')).tags, ['v2']);
+    assert.equal(up.count('GET', '/v2/lib/app/tags/list'), 2, 'first page asks upstream, continuations do not');
+
+    // token auth upstream (tsregistry), with the mirror's credentials; it pages its answer
+    // (the relay asks for n=1): every Link page is followed
+    up2r.tagPageSize = 1;
+    const priv = await tags('/v2/auth/team/priv/tags/list');
+    assert.equal(priv.status, 200, priv.r.text);
+    assert.deepEqual(priv.tags, ['p1', 'p2', 'p3']);
+    assert.ok(up2r.count('GET', '/v2/team/priv/tags/list') >= 3, `one upstream request per page: ${up2r.count('GET', '/v2/team/priv/tags/list')}`);
+
+    // a repository no upstream knows, nothing cached: NAME_UNKNOWN
+    const nope = await tags('/v2/hub/lib/nope/tags/list');
+    assert.equal(nope.status, 404);
+    assert.equal(errCode(nope.r), 'NAME_UNKNOWN');
+
+    // upstream down: the cached tags (v1 only), logged; nothing cached: 503
+    up.down = true;
+    const stale = await tags('/v2/hub/lib/app/tags/list');
+    assert.equal(stale.status, 200, stale.r.text);
+    assert.deepEqual(stale.tags, ['v1']);
+    assert.match(m.stderr(), /serving the cached tag list/);
+    const stalePage = await tags('/v2/hub/lib/app/tags/list?n=0');
+    assert.deepEqual(stalePage.tags, []);
+    const none = await tags('/v2/hub/lib/other/tags/list');
+    assert.equal(none.status, 503, none.r.text);
+    assert.match(none.r.text, /UNAVAILABLE.*tag list/);
+    // the other namespace's upstream is unaffected
+    assert.deepEqual((await tags('/v2/auth/team/priv/tags/list')).tags, ['p1', 'p2', 'p3']);
   });
 });

@@ -20,6 +20,9 @@
  *   and the next request starts a new fill. A client that goes away does not stop the fill.
  *   Ranged GETs of an uncached blob are read from a fill in progress, else passed through
  *   without caching. Concurrent manifest lookups (and blob HEADs) share one upstream request.
+ * - tags/list (as distribution's proxy): the upstreams' list (every Link page; the union when
+ *   several upstreams answer), paginated here with the client's n/last; the cached tags when no
+ *   upstream can answer (logged, `result="stale"`) or none knows the repository.
  * - Clients cannot push into mirrored repositories (405 UNSUPPORTED); DELETE evicts.
  */
 import { createHash, randomUUID } from 'node:crypto';
@@ -33,7 +36,7 @@ import type { Logger } from '../log.js';
 import type { RegistryMetrics } from '../metrics.js';
 import * as P from '../paths.js';
 import { ProductionStore } from '../prod.js';
-import type { ManifestInfo, PutManifestOptions, StoreOptions } from '../store.js';
+import { compareStrings, type ManifestInfo, type PutManifestOptions, type StoreOptions } from '../store.js';
 import type { MirrorNamespace, MirrorSettings } from './config.js';
 import { BlobFill } from './fill.js';
 import { Upstream, UpstreamError, upstreamHeader, type UpstreamResponse } from './upstream.js';
@@ -46,6 +49,8 @@ const MANIFEST_ACCEPT = [
 ].join(', ');
 
 const MAX_MANIFEST = 4 * 1024 * 1024;
+/** How long a client's continuation pages of tags/list reuse the upstream list of its first page. */
+const TAG_LIST_REUSE_MS = 60_000;
 
 type Route = { ns: MirrorNamespace; upstreams: Upstream[]; remote: string };
 
@@ -57,6 +62,8 @@ export class MirrorStore extends ProductionStore {
   private readonly remoteSizes = new Map<string, number>();
   /** Blob downloads in progress, by digest: every request for one joins it. */
   private readonly fills = new Map<Digest, BlobFill>();
+  /** Tag lists the upstreams gave lately, by repository (continuation pages reuse them). */
+  private readonly tagLists = new Map<string, { tags: string[]; at: number }>();
   /** Upstream lookups in progress (manifests by repo+reference, blob HEADs by repo@digest). */
   private readonly flights = new Map<string, Promise<unknown>>();
 
@@ -88,7 +95,7 @@ export class MirrorStore extends ProductionStore {
     return undefined;
   }
 
-  private count(kind: 'manifest' | 'blob', result: string): void {
+  private count(kind: 'manifest' | 'blob' | 'tags', result: string): void {
     this.metrics?.mirror.inc({ kind, result });
   }
 
@@ -257,6 +264,65 @@ export class MirrorStore extends ProductionStore {
   private refuseWrite(repo: string): void {
     const r = this.route(repo);
     if (r) throw new OciError('UNSUPPORTED', `repository ${repo} is a pull-through mirror of ${r.upstreams.map((u) => u.base).join(', ')}: pushing is not allowed`);
+  }
+
+  // ---- tags -----------------------------------------------------------------------------
+
+  /**
+   * tags/list of a mirrored repository, as distribution's proxy: the upstreams' list when they
+   * answer (the union over the upstreams, since a tag only one of them has is pullable too),
+   * the cached tags when none can (logged as stale) or none knows the repository. A client's
+   * first page always asks upstream; its continuation pages (`last`) reuse the list of the last
+   * minute, so that paging through a long list neither refetches it nor sees it shift.
+   */
+  override async tagList(repo: string, o: { last?: string | undefined } = {}): Promise<string[] | undefined> {
+    const r = this.route(repo);
+    if (!r) return super.tagList(repo, o);
+    if (o.last !== undefined) {
+      const recent = this.tagLists.get(repo);
+      if (recent && Date.now() - recent.at < TAG_LIST_REUSE_MS) return recent.tags;
+    }
+    return this.flight(`tags ${repo}`, () => this.upstreamTags(repo, r));
+  }
+
+  private async upstreamTags(repo: string, r: Route): Promise<string[] | undefined> {
+    const found = new Set<string>();
+    let answered = false;
+    let failure: UpstreamError | undefined;
+    for (const u of r.upstreams) {
+      try {
+        const tags = await u.tagList(r.remote);
+        if (tags === undefined) continue;
+        answered = true;
+        for (const t of tags) found.add(t);
+      } catch (e) {
+        if (!(e instanceof UpstreamError)) throw e;
+        failure = e;
+        this.logger?.warn('mirror: upstream failed', { upstream: u.base, error: e.message, status: e.status });
+      }
+    }
+    const local = await this.listTags(repo);
+    if (!answered) {
+      if (!failure) {
+        // no upstream knows the repository: what is cached (or NAME_UNKNOWN)
+        this.count('tags', 'missing');
+        return local;
+      }
+      if (!local) {
+        this.count('tags', 'error');
+        throw this.unavailable(repo, 'the tag list', failure);
+      }
+      this.count('tags', 'stale');
+      this.logger?.warn('mirror: serving the cached tag list (upstream unavailable)', { repo, tags: local.length, status: failure.status, error: failure.message });
+      return local;
+    }
+    // an upstream that failed may have had tags the others lack: the cached ones stay listed
+    if (failure && local) for (const t of local) found.add(t);
+    const tags = [...found].sort(compareStrings);
+    if (this.tagLists.size > 1000) this.tagLists.clear();
+    this.tagLists.set(repo, { tags, at: Date.now() });
+    this.count('tags', 'upstream');
+    return tags;
   }
 
   // ---- blobs ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@
  */
 import { Agent, request, type Dispatcher } from 'undici';
 import type { Readable } from 'node:stream';
+import { isValidTag } from '../../oci/index.js';
 
 export interface UpstreamConfig {
   /** e.g. https://registry-1.docker.io or http://127.0.0.1:5001 */
@@ -58,6 +59,44 @@ function header(h: UpstreamResponse['headers'], k: string): string | undefined {
 }
 
 export { header as upstreamHeader };
+
+const MAX_TAG_PAGES = 1000;
+const MAX_TAG_PAGE = 16 * 1024 * 1024;
+
+/** The query of a `Link: <...>; rel="next"` header ("?n=..&last=.."), or undefined. */
+function nextPage(link: string | undefined, base: string): string | undefined {
+  if (!link) return undefined;
+  for (const part of link.split(/,(?=\s*<)/)) {
+    const m = /^\s*<([^>]*)>\s*;(.*)$/.exec(part);
+    if (!m || !/\brel\s*=\s*"?next"?/i.test(m[2]!)) continue;
+    try {
+      const u = new URL(m[1]!, base);
+      return u.search || undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+async function readCapped(body: Readable, max: number, where: string): Promise<string> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  try {
+    for await (const c of body) {
+      n += (c as Buffer).length;
+      if (n > max) {
+        body.destroy();
+        throw new UpstreamError(`${where}: the answer is over ${max} bytes`, 502);
+      }
+      parts.push(c as Buffer);
+    }
+  } catch (e) {
+    if (e instanceof UpstreamError) throw e;
+    throw new UpstreamError(`${where}: ${(e as Error).message}`, undefined, { cause: e });
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
 
 export class Upstream {
   readonly base: string;
@@ -120,6 +159,41 @@ export class Upstream {
     if (r.status === 404 || r.status === 416) return r;
     const text = method === 'GET' ? await r.body.text().catch(() => '') : (await r.body.dump().catch(() => {}), '');
     throw new UpstreamError(`upstream ${this.base}: ${method} /v2/${remote}/${path}: HTTP ${r.status}${text ? ` ${text.slice(0, 200)}` : ''}`, r.status);
+  }
+
+  /**
+   * Every tag of a repository upstream (GET tags/list, following the Link pages the upstream
+   * sends), or undefined when the upstream does not know the repository (404). Tags that are
+   * not valid tag names are dropped; a malformed answer is an UpstreamError (502).
+   */
+  async tagList(name: string, o: { signal?: AbortSignal } = {}): Promise<string[] | undefined> {
+    const out: string[] = [];
+    let path = 'tags/list';
+    for (let page = 0; page < MAX_TAG_PAGES; page++) {
+      const r = await this.fetch('GET', name, path, o);
+      const where = `upstream ${this.base}: GET /v2/${this.remoteName(name)}/${path}`;
+      if (r.status === 404 && page === 0) {
+        await r.body.dump().catch(() => {});
+        return undefined;
+      }
+      if (r.status < 200 || r.status >= 300) {
+        await r.body.dump().catch(() => {});
+        throw new UpstreamError(`${where}: HTTP ${r.status}`, 502);
+      }
+      const text = await readCapped(r.body, MAX_TAG_PAGE, where);
+      let doc: { tags?: unknown };
+      try {
+        doc = JSON.parse(text) as { tags?: unknown };
+      } catch {
+        throw new UpstreamError(`${where}: the answer is not JSON: ${JSON.stringify(text.slice(0, 100))}`, 502);
+      }
+      if (doc.tags !== null && doc.tags !== undefined && !Array.isArray(doc.tags)) throw new UpstreamError(`${where}: "tags" is not a list`, 502);
+      for (const t of (doc.tags as unknown[] | null | undefined) ?? []) if (typeof t === 'string' && isValidTag(t)) out.push(t);
+      const next = nextPage(header(r.headers, 'link'), this.base);
+      if (next === undefined) return out;
+      path = `tags/list${next}`;
+    }
+    throw new UpstreamError(`upstream ${this.base}: tags/list of ${this.remoteName(name)}: more than ${MAX_TAG_PAGES} pages`, 502);
   }
 
   private async token(params: Record<string, string>, scope: string, signal?: AbortSignal): Promise<string> {

@@ -31,7 +31,7 @@ export function metaRoutes(deps: Deps): Hono<AppEnv> {
     handler(async (c) => {
       const repo = c.get('repo')!;
       const p = pageParams(c, Number.MAX_SAFE_INTEGER);
-      const all = await store.listTags(repo);
+      const all = await store.tagList(repo, { last: p.last });
       if (!all) throw new OciError('NAME_UNKNOWN', `repository ${repo} is not known to this registry`, { detail: { name: repo } });
       const { page, link } = paginate(all, p, `/v2/${repo}/tags/list`);
       return sendJson(c, 200, { name: repo, tags: page }, link ? { Link: link } : {});
