@@ -50,5 +50,5 @@ export const PROD_SCHEMA: SchemaNode = {
   retention: { type: 'any', default: undefined, doc: 'retention policies: [{repos, keepLast?, olderThan?, keep?}]' },
   immutable: { type: 'any', default: undefined, doc: 'immutable tags: [{repos, tags}] (overwrite and delete refused with DENIED)' },
   quota: { type: 'any', default: undefined, doc: 'storage quotas: [{repos, maxBytes}]' },
-  mirror: { type: 'any', default: undefined, doc: 'pull-through mirror: {upstreams: [...], ttl, ...} (see mirror/config.ts)' },
+  mirror: { type: 'any', default: undefined, doc: 'pull-through mirror: {tagTtl, timeout, namespaces: [{prefix, upstreams: [{url, prefix, username, password|passwordFile, insecure}]}]} (see README)' },
 };

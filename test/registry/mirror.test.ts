@@ -239,12 +239,21 @@ describe('pull-through mirror: concurrent fills', () => {
     const bFirst = await b.next();
     assert.ok(bFirst && bFirst.length > 0, 'a joining client gets bytes at once');
     assert.ok(!existsSync(blobFile(m, big.digest)), 'not cached yet: the upstream body is still held');
+    // a range already downloaded is served from the fill; one past the held point waits for it
+    const early = await req(m.url, 'GET', `/v2/hub/lib/big/blobs/${big.digest}`, { headers: { Range: 'bytes=1000-1999' } });
+    assert.equal(early.status, 206);
+    assert.deepEqual(early.body, big.data.subarray(1000, 2000));
+    const late = req(m.url, 'GET', `/v2/hub/lib/big/blobs/${big.digest}`, { headers: { Range: 'bytes=2000000-2000099' } });
     g.open('release');
     const [ra, rb, rc] = await Promise.all([a.rest(), b.rest(), c.rest()]);
     for (const r of [ra, rb, rc]) assert.equal(sha256(r), big.digest);
+    const lateRes = await late;
+    assert.equal(lateRes.status, 206);
+    assert.deepEqual(lateRes.body, big.data.subarray(2000000, 2000100));
     assert.equal(up.count('GET', `/v2/lib/big/blobs/${big.digest}`), 1, JSON.stringify([...up.counts]));
     assert.equal(up.count('HEAD', `/v2/lib/big/blobs/${big.digest}`), 1, 'the joiners take the size from the fill');
-    assert.equal(await metric(m, 'blob', 'joined'), 2);
+    assert.equal(await metric(m, 'blob', 'joined'), 4, 'b, c and the two ranges joined');
+    assert.equal(await metric(m, 'blob', 'passthrough'), 0);
     for (let i = 0; i < 50 && !existsSync(blobFile(m, big.digest)); i++) await wait(50);
     assert.ok(existsSync(blobFile(m, big.digest)));
     // later: from the cache, no upstream request
@@ -403,5 +412,30 @@ describe('pull-through mirror: tags/list', () => {
     assert.match(none.r.text, /UNAVAILABLE.*tag list/);
     // the other namespace's upstream is unaffected
     assert.deepEqual((await tags('/v2/auth/team/priv/tags/list')).tags, ['p1', 'p2', 'p3']);
+  });
+});
+
+describe('pull-through mirror: upstream names', () => {
+  it("upstream prefix library goes before one-component names only, as docker's (hub/alpine -> library/alpine, hub/bitnami/redis -> bitnami/redis)", async (t) => {
+    const dir = tempDir(t, 'mirror-names');
+    const dist = await startDistribution(t);
+    const alpine = await pushImage(dist.url, 'library/alpine', '3');
+    const redis = await pushImage(dist.url, 'bitnami/redis', '7');
+    const m = await startTsregistry(
+      t,
+      { log: { access: false }, mirror: { namespaces: [{ prefix: 'hub', upstreams: [{ url: dist.url, prefix: 'library' }] }] } },
+      { dir: join(dir, 'mirror') },
+    );
+    const a = await req(m.url, 'GET', '/v2/hub/alpine/manifests/3', { headers: { Accept: ACCEPT_ALL } });
+    assert.equal(a.status, 200, a.text);
+    assert.equal(sha256(a.body), alpine.digest);
+    const r = await req(m.url, 'GET', '/v2/hub/bitnami/redis/manifests/7', { headers: { Accept: ACCEPT_ALL } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(sha256(r.body), redis.digest);
+    assert.deepEqual((await req(m.url, 'GET', '/v2/hub/alpine/tags/list')).json().tags, ['3']);
+    assert.deepEqual((await req(m.url, 'GET', '/v2/hub/bitnami/redis/tags/list')).json().tags, ['7']);
+    // library/alpine addressed in full works too (one name, not library/library/alpine)
+    const full = await req(m.url, 'GET', '/v2/hub/library/alpine/manifests/3', { headers: { Accept: ACCEPT_ALL } });
+    assert.equal(full.status, 200, full.text);
   });
 });

@@ -9,6 +9,7 @@
  *         upstreams:           # tried in order: the first that has the content serves it
  *           - url: https://registry-1.docker.io
  *             prefix: library  # optional, prepended upstream: hub/alpine -> library/alpine
+ *                                # ("library" as docker: hub/bitnami/redis stays bitnami/redis)
  *             username: me
  *             passwordFile: /etc/tsregistry/hub.pass   # or password: ...
  *           - url: https://mirror.gcr.io

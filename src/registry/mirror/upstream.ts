@@ -15,7 +15,7 @@ export interface UpstreamConfig {
   password?: string;
   /** Skip TLS verification (self-signed test registries). */
   insecure?: boolean;
-  /** Prepended to the upstream repository name (e.g. "library" for Docker Hub). */
+  /** Prepended to the upstream repository name (e.g. "library" for Docker Hub: one-component names only). */
   prefix?: string;
 }
 
@@ -119,9 +119,15 @@ export class Upstream {
     if (config.username !== undefined) this.basic = `Basic ${Buffer.from(`${config.username}:${config.password ?? ''}`).toString('base64')}`;
   }
 
-  /** The upstream repository name of a local one (with the configured prefix). */
+  /**
+   * The upstream repository name of a local one (with the configured prefix). Docker Hub's
+   * `library` prefix goes only before one-component names, as docker normalizes them:
+   * alpine -> library/alpine, bitnami/redis stays bitnami/redis.
+   */
   remoteName(name: string): string {
-    return this.config.prefix ? `${this.config.prefix.replace(/\/+$/, '')}/${name}` : name;
+    const prefix = this.config.prefix?.replace(/\/+$/, '');
+    if (!prefix || (prefix === 'library' && name.includes('/'))) return name;
+    return `${prefix}/${name}`;
   }
 
   /**
