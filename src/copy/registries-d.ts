@@ -201,9 +201,14 @@ export function lookasideFor(cfg: RegistriesD, scope: LookasideScope, write: boo
 
 /** containers/image useSigstoreAttachments: the most specific section that says, else default-docker, else false. */
 export function useSigstoreAttachments(cfg: RegistriesD, scope: LookasideScope): boolean {
+  return sigstoreAttachmentsSetting(cfg, scope) ?? false;
+}
+
+/** use-sigstore-attachments as configured for an image (the most specific section that says, else default-docker); undefined when no file sets it. */
+export function sigstoreAttachmentsSetting(cfg: RegistriesD, scope: LookasideScope): boolean | undefined {
   for (const name of [scope.identity, ...scope.namespaces]) {
     const v = cfg.docker.get(name)?.useSigstoreAttachments;
     if (v !== undefined) return v;
   }
-  return cfg.defaultDocker?.useSigstoreAttachments ?? false;
+  return cfg.defaultDocker?.useSigstoreAttachments;
 }

@@ -106,6 +106,11 @@ export interface ImageSource {
    * `signature-N` files. Optional capability: a source without it has none.
    */
   simpleSignatures?(digest: Digest, io?: SignatureIo): Promise<Buffer[]>;
+  /**
+   * registries.d `use-sigstore-attachments` for where the image is read from: true/false as configured, undefined
+   * when nothing sets it (docker only; optional capability).
+   */
+  sigstoreAttachments?(): Promise<boolean | undefined>;
   close(): Promise<void>;
 }
 
@@ -198,6 +203,8 @@ export interface ImageDestination {
    * for writing is not a file:// URL). Called before anything is written; optional.
    */
   checkSimpleSignatures?(io?: Io): Promise<void>;
+  /** registries.d `use-sigstore-attachments` for where the image goes (as ImageSource's; optional capability). */
+  sigstoreAttachments?(): Promise<boolean | undefined>;
   /** Make what was put durable/visible (archives are written here). */
   commit(io?: Io): Promise<void>;
   close(): Promise<void>;

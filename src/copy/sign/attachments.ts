@@ -299,6 +299,11 @@ export interface CarryOptions {
   depth?: number;
   /** Notices ("copied signature tag ...") for the user. */
   log?: ((msg: string) => void) | undefined;
+  /**
+   * Carry cosign `.sig` tags (default true). false (registries.d use-sigstore-attachments: false): only referrers
+   * travel; no `.sig` tag is read or written.
+   */
+  sigTag?: boolean | undefined;
 }
 
 export interface CarryResult {
@@ -337,8 +342,8 @@ async function copyManifestTree(src: ArtifactRepo, dst: ArtifactRepo, m: Manifes
 /** The source-side reads of a carry: the `.sig` manifest of a digest and its referrers. */
 export type AttachmentLookup = [ManifestBytes | undefined, Descriptor[]];
 
-export function lookupAttachments(src: ArtifactRepo, d: Digest, io?: Io): Promise<AttachmentLookup> {
-  return Promise.all([src.manifest(signatureTag(d), io), listReferrers(src, d, io)]);
+export function lookupAttachments(src: ArtifactRepo, d: Digest, io?: Io, sigTag = true): Promise<AttachmentLookup> {
+  return Promise.all([sigTag ? src.manifest(signatureTag(d), io) : undefined, listReferrers(src, d, io)]);
 }
 
 /**
@@ -349,8 +354,9 @@ export async function carryAttachments(src: ArtifactRepo, dst: ArtifactRepo, d: 
   const res: CarryResult = { sigTag: false, referrers: [] };
   const tag = signatureTag(d);
   // the source's .sig tag and referrers in parallel; the destination is read only when there is something to carry
-  const [sig, refs] = (pre ? await pre.catch(() => undefined) : undefined) ?? (await lookupAttachments(src, d, io));
-  if (sig) {
+  const sigTag = o.sigTag !== false;
+  const [sig, refs] = (pre ? await pre.catch(() => undefined) : undefined) ?? (await lookupAttachments(src, d, io, sigTag));
+  if (sig && sigTag) {
     if (sig.digest !== digestOf(sig.bytes)) throw new TsimageError(`${src.label}: ${tag} does not match its digest`);
     const there = await dst.manifest(tag, io).catch(() => undefined);
     if (there && there.digest !== sig.digest) {
@@ -404,7 +410,7 @@ async function carryReferrers(
     }
     res.referrers.push(r.digest);
     // signatures of the referrer (a signed SBOM) travel too
-    const sub = await src.manifest(signatureTag(r.digest), io);
+    const sub = o.sigTag === false ? undefined : await src.manifest(signatureTag(r.digest), io);
     if (sub && !(await dst.manifest(signatureTag(r.digest), io).catch(() => undefined))) {
       await copyManifestTree(src, dst, sub, io);
       await dst.putManifest(sub, signatureTag(r.digest), io);

@@ -12,7 +12,7 @@
 import type { KeyObject } from 'node:crypto';
 import { isDigest, type Digest } from '../../oci/digest.js';
 import { isIndexType } from '../../oci/mediatypes.js';
-import { UsageError } from '../../oci/errors.js';
+import { TsimageError, UsageError } from '../../oci/errors.js';
 import { type Io } from '../../oci/io.js';
 import type { ImageDestination, ImageSource, ManifestBytes } from '../types.js';
 import { enforcePolicy, type Policy, type PolicyDecision, type SimpleTarget } from '../policy.js';
@@ -153,6 +153,15 @@ function instancesOf(ctx: CopyHookContext, written: ManifestBytes): Digest[] {
   return childDigests(written);
 }
 
+/**
+ * registries.d `use-sigstore-attachments` where a docker image is read from or written to: true/false as set,
+ * undefined when nothing sets it (and for other transports). skopeo carries cosign `.sig` tags only when it is true
+ * at both ends; tscopy carries them unless it is false (earlier tscopy always carried them: see README).
+ */
+function attachmentsSetting(x: ImageSource | ImageDestination): Promise<boolean | undefined> {
+  return x.sigstoreAttachments ? x.sigstoreAttachments() : Promise.resolve(undefined);
+}
+
 /** The engine's hooks for one copy; `report` collects what they did. */
 export function signingHooks(o: SigningCopyOptions): {
   cannotModify: (ctx: CopyHookContext, digest: Digest) => Promise<string | undefined>;
@@ -184,7 +193,8 @@ export function signingHooks(o: SigningCopyOptions): {
     }
     let p = lookups.get(key);
     if (!p) {
-      p = lookupAttachments(sourceRepo(ctx.source), ctx.sourceManifest.digest, ctx.io);
+      const src = ctx.source;
+      p = attachmentsSetting(src).then((use) => lookupAttachments(sourceRepo(src), ctx.sourceManifest.digest, ctx.io, use !== false));
       p.catch(() => undefined); // awaited (or retried) in after(); never an unhandled rejection
       lookups.set(key, p);
     }
@@ -225,9 +235,16 @@ export function signingHooks(o: SigningCopyOptions): {
      * would have to change. Not with --remove-signatures.
      */
     async cannotModify(ctx, digest) {
-      if (o.removeSignatures || !ctx.source.simpleSignatures) return undefined;
-      const sigs = await readSimple(ctx, { digest, instance: digest !== ctx.sourceManifest.digest });
-      return sigs.length ? 'Would invalidate signatures' : undefined;
+      if (o.removeSignatures) return undefined;
+      const why = 'Would invalidate signatures';
+      if (ctx.source.simpleSignatures && (await readSimple(ctx, { digest, instance: digest !== ctx.sourceManifest.digest })).length) return why;
+      // cosign signatures count as signatures where skopeo reads them: use-sigstore-attachments: true at the source
+      if (ctx.source.manifestByRef && (await attachmentsSetting(ctx.source)) === true) {
+        const top = digest === ctx.sourceManifest.digest ? lookupFor(ctx) : undefined;
+        const sig = top ? (await top.catch(() => [undefined] as const))[0] : await sourceRepo(ctx.source).manifest(signatureTag(digest), ctx.io);
+        if (sig) return why;
+      }
+      return undefined;
     },
     async beforeWrite(ctx) {
       if (o.signBy && !ctx.destination.caps.acceptsSignatures)
@@ -332,7 +349,8 @@ export function signingHooks(o: SigningCopyOptions): {
       if (ctx.source.manifestByRef || layoutOf(ctx.source)) {
         const repo = sourceRepo(ctx.source);
         const d = ctx.sourceManifest.digest;
-        const [sig, refs] = await Promise.all([repo.manifest(signatureTag(d), ctx.io).catch(() => undefined), listReferrers(repo, d, ctx.io).catch(() => [])]);
+        const useSig = (await attachmentsSetting(ctx.source)) !== false;
+        const [sig, refs] = await Promise.all([useSig ? repo.manifest(signatureTag(d), ctx.io).catch(() => undefined) : undefined, listReferrers(repo, d, ctx.io).catch(() => [])]);
         if (sig || refs.length) o.log?.(`Signatures and referrers not copied: ${ctx.destination.name} cannot store them`);
       }
       return;
@@ -345,15 +363,28 @@ export function signingHooks(o: SigningCopyOptions): {
       if (wantCarry && (ctx.source.manifestByRef || layoutOf(ctx.source))) {
         const written = ctx.destManifest ?? ctx.sourceManifest;
         const srcChildren = childDigests(ctx.sourceManifest);
-        if (destDigest !== ctx.sourceManifest.digest && !srcChildren.includes(destDigest) && destDigest !== ctx.selected)
-          o.log?.(`Signatures not copied: the manifest changed (${ctx.sourceManifest.digest} -> ${destDigest}), so they no longer apply`);
-        else {
+        const [srcUse, dstUse] = await Promise.all([attachmentsSetting(ctx.source), attachmentsSetting(ctx.destination)]);
+        const srcRepo = sourceRepo(ctx.source);
+        const top = () => lookupFor(ctx) ?? lookupAttachments(srcRepo, ctx.sourceManifest.digest, ctx.io, srcUse !== false);
+        if (destDigest !== ctx.sourceManifest.digest && !srcChildren.includes(destDigest) && destDigest !== ctx.selected) {
+          // (a notice only when there was something: a .sig tag or referrers)
+          const [sig, refs] = await top().catch(() => [undefined, []] as AttachmentLookup);
+          if (sig || refs.length) o.log?.(`Signatures not copied: the manifest changed (${ctx.sourceManifest.digest} -> ${destDigest}), so they no longer apply`);
+        } else {
+          // use-sigstore-attachments: false at the destination: no .sig tag written there (skopeo fails then when the
+          // source said true, after the manifest: "writing sigstore attachments is disabled by configuration")
+          let sigTag = srcUse !== false;
+          if (sigTag && dstUse === false) {
+            sigTag = false;
+            const [sig] = await top().catch(() => [undefined, []] as AttachmentLookup);
+            if (sig && srcUse === true) throw new TsimageError('writing signatures: writing sigstore attachments is disabled by configuration');
+            if (sig) o.log?.(`Signatures not copied: ${signatureTag(ctx.sourceManifest.digest)} (use-sigstore-attachments is false for ${ctx.destination.name} in registries.d)`);
+          }
           // the image's own signatures and referrers, and those of each instance of a copied list
           // (cosign sign --recursive signs every instance)
-          const srcRepo = sourceRepo(ctx.source);
           const total: CarryResult = { sigTag: false, referrers: [] };
           for (const d of [destDigest, ...instancesOf(ctx, written)]) {
-            const r = await carryAttachments(srcRepo, dst, d, { log: o.log }, ctx.io, d === ctx.sourceManifest.digest ? lookupFor(ctx) : undefined);
+            const r = await carryAttachments(srcRepo, dst, d, { log: o.log, sigTag }, ctx.io, d === ctx.sourceManifest.digest ? lookupFor(ctx) : undefined);
             total.sigTag ||= r.sigTag;
             total.referrers.push(...r.referrers);
           }

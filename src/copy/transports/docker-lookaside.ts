@@ -5,7 +5,7 @@
 import type { Digest, ImageReference, Io } from '../registry/oci.js';
 import { repositoryName } from '../registry/oci.js';
 import type { RegistryClient } from '../registry/client.js';
-import { lookasideFor, registriesD, type LookasideScope } from '../registries-d.js';
+import { lookasideFor, registriesD, sigstoreAttachmentsSetting, type LookasideScope } from '../registries-d.js';
 import { checkWritableLookaside, deleteLookaside, LookasideError, readLimited, readLookaside, writeLookaside, type LookasideGet } from '../lookaside.js';
 import { DockerImageName } from './docker.js';
 
@@ -66,4 +66,9 @@ export async function deleteLookasideOf(at: ImageReference, dir: string | undefi
   const cfg = await registriesD(dir);
   const loc = lookasideFor(cfg, lookasideScope(at), true);
   return deleteLookaside(loc.url, at.repository, digest);
+}
+
+/** registries.d `use-sigstore-attachments` for `at` (where the image is read from or written to); undefined when not set. */
+export async function sigstoreAttachmentsOf(at: ImageReference, dir: string | undefined): Promise<boolean | undefined> {
+  return sigstoreAttachmentsSetting(await registriesD(dir), lookasideScope(at));
 }

@@ -160,6 +160,12 @@ export class DockerSource implements ImageSource {
   /** registries.d directory (--registries.d) for the lookaside. */
   registriesDir: string | undefined;
 
+  /** registries.d use-sigstore-attachments for where the image is read from (undefined: not set). */
+  async sigstoreAttachments(): Promise<boolean | undefined> {
+    const { sigstoreAttachmentsOf } = await import('./docker-lookaside.js');
+    return sigstoreAttachmentsOf(this.at, this.registriesDir);
+  }
+
   /** Simple signatures from the registries.d lookaside of where the image is read from (mirror or location). */
   async simpleSignatures(digest: Digest, io?: SignatureIo): Promise<Buffer[]> {
     const { readLookasideOf } = await import('./docker-lookaside.js');
@@ -244,6 +250,12 @@ export class DockerDestination implements ImageDestination {
 
   /** registries.d directory (--registries.d) for the lookaside. */
   registriesDir: string | undefined;
+
+  /** registries.d use-sigstore-attachments for where the image goes (undefined: not set). */
+  async sigstoreAttachments(): Promise<boolean | undefined> {
+    const { sigstoreAttachmentsOf } = await import('./docker-lookaside.js');
+    return sigstoreAttachmentsOf(this.at, this.registriesDir);
+  }
 
   async checkSimpleSignatures(): Promise<void> {
     const { checkLookasideOf } = await import('./docker-lookaside.js');
