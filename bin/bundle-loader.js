@@ -51,7 +51,7 @@ function commandOf(argv) {
  * flags are only set after start-up, since after a flag change Node compiles its built-in modules from source.
  */
 function runBundle(tool, file, { resetFlags = [] } = {}) {
-  const source = readFileSync(file, 'utf8');
+  const source = readFileSync(file, 'latin1'); // ASCII (scripts/bundle.mjs makes it so)
   let dir, cacheFile, prefix, key, cached;
   try {
     dir = cacheDir();
