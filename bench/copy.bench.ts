@@ -6,7 +6,8 @@
  * really move: a copy within one registry mounts).
  *
  * Cases: registry -> registry (new repository, other registry), cross-repository mount (same registry),
- * same-repository no-op, registry -> oci, oci -> registry, sync of 50 tags of which 45 are unchanged.
+ * same-repository no-op, registry -> oci, oci -> registry, sync of 50 tags of which 45 are unchanged; and
+ * `floor`: a bare `node -e 0` against skopeo's no-op, the bound of the start-up-bound cases.
  * Both tools' blob-info caches are deleted before each run of the cases that must move bytes (else they mount
  * from the repositories earlier runs filled); tscopy's lives in the bench's temp dir (TSIMAGE_BLOB_INFO_CACHE).
  * tscopy runs with a warm V8 code cache (bin/bundle-loader.js; TSIMAGE_CODE_CACHE in the bench's temp dir, filled
@@ -15,7 +16,7 @@
  *   npm run bench -- copy        RUNS=5 WARMUP=1 by default
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchPair, summary, type PairResult } from './harness.js';
@@ -156,6 +157,17 @@ async function main(): Promise<void> {
         }),
       );
     }
+    if (want('floor')) {
+      // Not a copy: what Node costs before any of tscopy runs, against skopeo's whole no-op. Its ratio is the
+      // lowest the start-up-bound cases (no-op, mount) can reach with a Node process per command.
+      results.push(
+        await benchPair({
+          name: 'floor: bare `node -e 0` vs skopeo no-op',
+          ours: { label: 'node -e 0', cmd: [process.execPath, '-e', '0'] },
+          peer: { label: 'skopeo', cmd: ['skopeo', 'copy', '-q', ...NOTLS, `docker://${src}`, `docker://${src}`] },
+        }),
+      );
+    }
     if (want('pull')) {
       const out = join(work, 'pulled');
       const clean = () => rmSync(out, { recursive: true, force: true });
@@ -173,9 +185,7 @@ async function main(): Promise<void> {
       // Source: 50 tags, t00..t44 = the image, t45..t49 = variants (new configs). Mirror: all 50 present, with
       // t45..t49 reset to the old image before each run, so 5 tags changed and 45 are up to date.
       const tags = Array.from({ length: 50 }, (_, i) => `t${String(i).padStart(2, '0')}`);
-      const base = JSON.parse(sh('skopeo', ['inspect', '--raw', `oci:${layoutDir}:v1`])) as unknown;
       const baseBytes = Buffer.from(sh('skopeo', ['inspect', '--raw', `oci:${layoutDir}:v1`]));
-      void base;
       for (const [i, t] of tags.entries()) {
         const from = i < 45 ? `docker://${src}` : `oci:${layoutDir}:variant${i - 45}`;
         sh(TSCOPY[0]!, [TSCOPY[1]!, 'copy', '-q', ...NOTLS, from, `docker://${A.addr}/bench/sync:${t}`]);
@@ -208,7 +218,6 @@ async function main(): Promise<void> {
     rmSync(work, { recursive: true, force: true });
   }
   summary(results);
-  void readFileSync;
 }
 
 main().catch((e) => {
