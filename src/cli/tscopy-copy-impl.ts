@@ -62,6 +62,8 @@ export function openOptions(opts: Opts, side: 'src' | 'dest' | ''): OpenOptions 
     userAgent: 'tscopy/0.1.0',
     // skopeo's global --registries.d (the lookaside of simple signatures)
     registriesDir: str(opts.registriesD),
+    // oci: blobs in a directory shared by several layouts (--src-/--dest-shared-blob-dir, inspect's --shared-blob-dir)
+    sharedBlobDir: str(opts[k('sharedBlobDir')]),
   };
 }
 

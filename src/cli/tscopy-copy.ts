@@ -74,7 +74,9 @@ export function registerCopyCommands(p: Command): void {
           .addOption(new Option('--multi-arch <which>', 'for a manifest list: system (this platform\'s image), all (= --all), index-only (the list only)').choices(['system', 'all', 'index-only']))
           .option('--dest-compress', 'compress uncompressed layers at the destination (the default for registries and OCI layouts)')
           .option('-j, --jobs <n>', 'blobs copied in parallel', intArg, 6)
-          .option('--retry-times <n>', 'retry the copy this many times on temporary failures', intArg, 0),
+          .option('--retry-times <n>', 'retry the copy this many times on temporary failures', intArg, 0)
+          .option('--src-shared-blob-dir <dir>', "oci: source: its blobs are in DIR/sha256 (shared across OCI layouts), not in the layout's blobs/")
+          .option('--dest-shared-blob-dir <dir>', "oci: destination: write the blobs to DIR/sha256 (shared across OCI layouts), not to the layout's blobs/"),
       ),
       'the copied image',
     )
@@ -107,6 +109,7 @@ export function registerCopyCommands(p: Command): void {
       .option('--cert-dir <dir>', 'client certificates / CA')
       .option('--authfile <file>', 'auth.json')
       .option('--retry-times <n>', 'retries on temporary failures', intArg, 0)
+      .option('--shared-blob-dir <dir>', 'oci: blobs in DIR/sha256 (shared across OCI layouts), not in the layout\'s blobs/')
       .action(async (image: string, opts: Record<string, unknown>) => {
         const m = await import('./tscopy-copy-impl.js');
         process.exitCode = await m.inspectCmd(image, opts);

@@ -53,6 +53,8 @@ export interface OpenOptions extends Io {
   additionalTags?: readonly string[] | undefined;
   /** containers-registries.d(5) directory (skopeo's global --registries.d): where docker:// lookaside signatures live. */
   registriesDir?: string | undefined;
+  /** oci: layouts: the blobs live in this directory (`<dir>/sha256/<hex>`), not `<layout>/blobs` (skopeo's --src/--dest-shared-blob-dir). */
+  sharedBlobDir?: string | undefined;
 }
 
 /**

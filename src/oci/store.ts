@@ -76,6 +76,11 @@ export interface OpenLayoutOptions {
   create?: boolean | undefined;
   /** fsync blobs, index.json and their directories (default true). */
   sync?: boolean | undefined;
+  /**
+   * Where the blobs are (`<blobsDir>/<alg>/<hex>`) instead of `<dir>/blobs`: containers/image's shared blob
+   * directory (skopeo --src/--dest-shared-blob-dir), shared by several layouts. gc refuses such a layout.
+   */
+  blobsDir?: string | undefined;
 }
 
 export interface TaggedEntry {
@@ -188,11 +193,17 @@ export class OciLayout implements ContentStore {
   private readonly madeDirs = new Set<string>();
   private indexCache: { key: string; index: ImageIndex } | undefined;
 
+  /** `<dir>/blobs`, or the shared blob directory (OpenLayoutOptions.blobsDir). */
+  readonly blobsRoot: string;
+  private readonly sharedBlobs: boolean;
+
   private constructor(
     readonly dir: string,
     opts: OpenLayoutOptions,
   ) {
     this.sync = opts.sync ?? true;
+    this.blobsRoot = opts.blobsDir ?? join(dir, 'blobs');
+    this.sharedBlobs = opts.blobsDir !== undefined;
   }
 
   /**
@@ -243,7 +254,9 @@ export class OciLayout implements ContentStore {
     const foreign = entries.filter((n) => !['blobs', 'index.json', 'oci-layout', '.index.json.lock'].includes(n) && !n.startsWith(TMP_PREFIX));
     if (foreign.length > 0)
       throw new UsageError(`${dir} is not an OCI image layout and not empty (found ${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}): refusing to turn it into one`);
-    await fsp.mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+    // (with a shared blob directory: an empty blobs/ here, as containers/image leaves it)
+    await fsp.mkdir(this.sharedBlobs ? join(dir, 'blobs') : join(dir, 'blobs', 'sha256'), { recursive: true });
+    if (this.sharedBlobs) await fsp.mkdir(join(this.blobsRoot, 'sha256'), { recursive: true });
     // index.json first (never clobbering one another creator wrote), oci-layout last: a dir
     // with oci-layout is always complete.
     await writeFileAtomic(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [] }), {
@@ -257,7 +270,7 @@ export class OciLayout implements ContentStore {
 
   blobPath(d: Digest): string {
     const alg = digestAlgorithm(d);
-    return join(this.dir, 'blobs', alg, digestHex(d));
+    return join(this.blobsRoot, alg, digestHex(d));
   }
 
   private checked(d: Digest | string): Digest {
@@ -311,7 +324,7 @@ export class OciLayout implements ContentStore {
   }
 
   private async ensureDir(alg: DigestAlgorithm): Promise<string> {
-    const dir = join(this.dir, 'blobs', alg);
+    const dir = join(this.blobsRoot, alg);
     if (!this.madeDirs.has(dir)) {
       await fsp.mkdir(dir, { recursive: true });
       this.madeDirs.add(dir);
@@ -427,7 +440,7 @@ export class OciLayout implements ContentStore {
   async *digests(): AsyncGenerator<Digest> {
     let algs: string[];
     try {
-      algs = await fsp.readdir(join(this.dir, 'blobs'));
+      algs = await fsp.readdir(this.blobsRoot);
     } catch (e) {
       if (isENOENT(e)) return;
       throw e;
@@ -435,7 +448,7 @@ export class OciLayout implements ContentStore {
     for (const alg of algs.sort()) {
       let names: string[];
       try {
-        names = await fsp.readdir(join(this.dir, 'blobs', alg));
+        names = await fsp.readdir(join(this.blobsRoot, alg));
       } catch (e) {
         if (isENOENT(e) || (e as NodeJS.ErrnoException).code === 'ENOTDIR') continue;
         throw e;
@@ -754,6 +767,8 @@ export class OciLayout implements ContentStore {
    * a concurrent writer can be swept, so run it when no build or copy writes the layout.
    */
   async gc(opts: { dryRun?: boolean | undefined } = {}): Promise<GcResult> {
+    // other layouts' blobs live there too: what this index.json does not reach may be theirs
+    if (this.sharedBlobs) throw new UsageError(`OCI layout ${this.dir}: no gc with a shared blob directory (${this.blobsRoot})`);
     const dryRun = opts.dryRun ?? false;
     return this.withLock(async () => {
       const keep = await this.reachable();
@@ -780,9 +795,9 @@ export class OciLayout implements ContentStore {
       const cutoff = Date.now() - 3600_000;
       let algs: string[] = [];
       try {
-        algs = await fsp.readdir(join(this.dir, 'blobs'));
+        algs = await fsp.readdir(this.blobsRoot);
       } catch {}
-      for (const dir of [this.dir, ...algs.map((a) => join(this.dir, 'blobs', a))]) {
+      for (const dir of [this.dir, ...algs.map((a) => join(this.blobsRoot, a))]) {
         let names: string[] = [];
         try {
           names = await fsp.readdir(dir);

@@ -4,6 +4,7 @@
  * layout's only image and the destination adds an unnamed index.json entry.
  */
 import type { Readable } from 'node:stream';
+import { resolve } from 'node:path';
 import { MediaTypes } from '../../oci/mediatypes.js';
 import { REF_NAME_ANNOTATION, OciLayout, validateRefName } from '../../oci/store.js';
 import { OciError, UsageError } from '../../oci/errors.js';
@@ -150,18 +151,23 @@ export function parseOciName(transport: string, rest: string): OciName {
   return Object.assign(name, { dir, ref });
 }
 
+/** skopeo's shared blob directory (an absolute path: the layout's own relative paths stay relative to the cwd). */
+function sharedBlobs(opts?: OpenOptions): string | undefined {
+  return opts?.sharedBlobDir ? resolve(opts.sharedBlobDir) : undefined;
+}
+
 export const ociTransport: Transport = {
   name: 'oci',
   parse: (rest) => parseOciName('oci', rest),
-  async source(name) {
+  async source(name, opts?: OpenOptions) {
     const n = name as OciName;
-    const layout = await OciLayout.open(n.dir);
+    const layout = await OciLayout.open(n.dir, { blobsDir: sharedBlobs(opts) });
     return new LayoutSource(name, layout, n.ref ? [n.ref] : []);
   },
-  async destination(name: ImageName, _opts?: OpenOptions) {
+  async destination(name: ImageName, opts?: OpenOptions) {
     const n = name as OciName;
     if (n.ref && digestRef(n.ref)) throw new UsageError(`${name}: cannot write to a digest reference (use a tag)`);
-    const layout = await OciLayout.open(n.dir, { create: true });
+    const layout = await OciLayout.open(n.dir, { create: true, blobsDir: sharedBlobs(opts) });
     return new LayoutDestination(name, layout, n.ref || undefined);
   },
 };
