@@ -102,16 +102,21 @@ interface SrcImage {
   wholeRepo: boolean;
 }
 
+/**
+ * The tags of a source repository as skopeo sync lists them (containers/image GetRepositoryTags, like list-tags): from
+ * the registry the name says, with the `insecure`/`blocked` of the registries.conf entry matching the name; a
+ * prefix -> location rewrite and mirrors apply to the copies of those tags, not to the listing.
+ */
 async function repoTags(repoRef: string, open: OpenOptions, io: Io): Promise<string[]> {
   const name = await parseImageName(`docker://${repoRef}`);
-  const src = await openSource(name, open);
-  try {
-    if (!src.tags) throw new UsageError(`${name}: the source cannot list tags`);
-    // attachment tags (cosign .sig/.att/.sbom, referrers fallback) travel with their image, not as images
-    return (await src.tags(io)).filter((t) => !isAttachmentTag(t));
-  } finally {
-    await src.close();
-  }
+  const { dockerClient } = await import('./transports/docker.js');
+  const { findRegistry, loadRegistriesConf } = await import('./registry/registries.js');
+  const entry = findRegistry(await loadRegistriesConf((open as { env?: NodeJS.ProcessEnv }).env), repoRef);
+  if (entry?.blocked) throw new UsageError(`registry ${entry.prefix} is blocked in registries.conf (${name})`);
+  const client = dockerClient(name, { ...open, tlsVerify: open.tlsVerify ?? (entry ? !entry.insecure : undefined) });
+  const repository = parseReference(repoRef, { defaultTag: false }).repository;
+  // attachment tags (cosign .sig/.att/.sbom, referrers fallback) travel with their image, not as images
+  return (await client.listTags(repository, { signal: io.signal })).filter((t) => !isAttachmentTag(t));
 }
 
 async function dockerSource(arg: string, open: OpenOptions, io: Io): Promise<SrcImage[]> {

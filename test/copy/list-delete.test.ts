@@ -1,5 +1,5 @@
 /**
- * `list-tags` and `delete` with a registries.conf that rewrites the name (prefix -> location) and has a mirror,
+ * `list-tags`, `delete` (and sync's tag listing) with a registries.conf that rewrites the name (prefix -> location) and has a mirror,
  * against skopeo 1.9.3 with the same files: both contact the registry the name says (containers/image's
  * newDockerClientFromRef: no rewriting, no mirrors, unlike copy/inspect), with the `insecure`/`blocked` of the entry
  * that matches the name; delete then removes the manifest's simple signatures from the registries.d lookaside
@@ -113,6 +113,22 @@ describe('list-tags and delete with registries.conf rewriting (as skopeo)', () =
     assert.ok(tsHttp.stderr.includes(msg('ts')), tsHttp.stderr);
     assert.deepEqual(tagsOf(`${A}/lib/sk`), []);
     assert.deepEqual(tagsOf(`${A}/lib/ts`), []);
+
+    // sync lists the tags the same way (the name's registry), then copies each through the rewrite: s1 is at A and at
+    // the location (copied from there), p-only only at the location (not listed, not synced)
+    push(`${A}/lib/sy:s1`);
+    push(`${location.addr}/lib/sy:s1`);
+    push(`${location.addr}/lib/sy:p-only`);
+    for (const [who, out] of [['skopeo', join(d, 'sync-sk')], ['tscopy', join(d, 'sync-ts')]] as const) {
+      mkdirSync(out);
+      const args = ['sync', '--src', 'docker', '--dest', 'dir', `${A}/lib/sy`, out];
+      if (who === 'skopeo') {
+        const r = sk(args);
+        assert.equal(r.status, 0, r.stderr);
+      } else tscopy(args, env);
+      assert.deepEqual(readdirSync(out), ['sy:s1'], who);
+    }
+    assert.deepEqual(readdirSync(join(d, 'sync-ts', 'sy:s1')).sort(), readdirSync(join(d, 'sync-sk', 'sy:s1')).sort());
 
     // blocked by the entry matching the name: both refuse, tscopy naming the entry
     for (const args of [['list-tags', `docker://${A}/blk/app`], ['delete', `docker://${A}/blk/app:x`]]) {
