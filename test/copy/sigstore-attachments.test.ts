@@ -131,5 +131,11 @@ describe('use-sigstore-attachments (registries.d) and cosign .sig tags', () => {
     assert.equal(r.ts.status, 0, r.ts.stderr);
     assert.deepEqual(tagsOf(`${D}/ts/dstfalse2`), ['v1']);
     assert.match(r.ts.stderr, /use-sigstore-attachments is false for docker:\/\/.*dstfalse2.* in registries\.d/);
+    // tscopy's own --sign-by-key there: refused before anything is written
+    const signDir = regd('signfalse', undefined, false);
+    const sign = run('tscopy', ['--registries.d', signDir, '--insecure-policy', 'copy', '-q', ...TLS, '--sign-by-key', k.key, '--sign-passphrase-file', k.pw, `docker://${S}/app/img:v1`, `docker://${D}/ts/signfalse:v1`]);
+    assert.equal(sign.status, 2, sign.stderr);
+    assert.match(sign.stderr, /writing sigstore attachments is disabled by configuration/);
+    assert.deepEqual(tagsOf(`${D}/ts/signfalse`), []);
   });
 });

@@ -249,6 +249,9 @@ export function signingHooks(o: SigningCopyOptions): {
     async beforeWrite(ctx) {
       if (o.signBy && !ctx.destination.caps.acceptsSignatures)
         throw new UsageError(`${ctx.destination.name}: this destination cannot store signatures (--sign-by-key needs a registry or an OCI layout)`);
+      // the new signature is a .sig tag: refused (before anything is written) where registries.d says no attachments
+      if (o.signBy && (await attachmentsSetting(ctx.destination)) === false)
+        throw new UsageError(`${ctx.destination.name}: --sign-by-key writes a sigstore attachment, and use-sigstore-attachments is false for it in registries.d (writing sigstore attachments is disabled by configuration)`);
       const st = simpleState(ctx);
       if (o.signByGpg) {
         // what skopeo checks before copying: an identity to sign for, a destination that stores signatures
