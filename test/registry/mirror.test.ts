@@ -38,6 +38,10 @@ interface Relay {
   sent: Map<string, number>;
   /** Ask the upstream for tags/list pages of this size (when the request has no n). */
   tagPageSize: number | undefined;
+  /** Answer blob GETs/HEADs with a 307 to this origin (a CDN), as Docker Hub does. */
+  redirectBlobsTo: string | undefined;
+  /** Requests that came with an Authorization header. */
+  withAuth: number;
 }
 
 function gate(): { promise: Promise<'release' | 'kill'>; open(v: 'release' | 'kill'): void } {
@@ -66,12 +70,20 @@ async function relay(t: { after(fn: () => Promise<void> | void): void }, target:
     plans: new Map(),
     sent: new Map(),
     tagPageSize: undefined,
+    redirectBlobsTo: undefined,
+    withAuth: 0,
   };
   const server: Server = createServer((inReq, inRes) => {
     const path = new URL(inReq.url!, 'http://x').pathname;
     const key = `${inReq.method} ${path}`;
     st.counts.set(key, (st.counts.get(key) ?? 0) + 1);
+    if (inReq.headers.authorization) st.withAuth++;
     const digest = /\/blobs\/(sha256:[0-9a-f]{64})$/.exec(path)?.[1];
+    if (digest && st.redirectBlobsTo) {
+      inRes.writeHead(307, { Location: `${st.redirectBlobsTo}/cdn${path}?X-Amz-Signature=0123abcd`, 'Content-Length': 0 });
+      inRes.end();
+      return;
+    }
     const plan = inReq.method === 'GET' && digest ? st.plans.get(digest) : undefined;
     void (async () => {
       if (st.delayMs) await wait(st.delayMs);
@@ -437,5 +449,63 @@ describe('pull-through mirror: upstream names', () => {
     // library/alpine addressed in full works too (one name, not library/library/alpine)
     const full = await req(m.url, 'GET', '/v2/hub/library/alpine/manifests/3', { headers: { Accept: ACCEPT_ALL } });
     assert.equal(full.status, 200, full.text);
+  });
+});
+
+/** A "CDN" in front of an upstream's blobs (GET/HEAD /cdn/v2/...): records the Authorization headers it is sent. */
+async function cdn(t: { after(fn: () => Promise<void> | void): void }, target: string): Promise<{ url: string; requests: number; auth: string[] }> {
+  const tu = new URL(target);
+  const st = { url: '', requests: 0, auth: [] as string[] };
+  const server = createServer((inReq, inRes) => {
+    st.requests++;
+    if (inReq.headers.authorization) st.auth.push(inReq.headers.authorization);
+    const u = new URL(inReq.url!, 'http://x');
+    if (!u.pathname.startsWith('/cdn/v2/') || u.searchParams.get('X-Amz-Signature') !== '0123abcd') {
+      inRes.writeHead(403).end('bad signature');
+      return;
+    }
+    const out = httpRequest({ host: tu.hostname, port: tu.port, method: inReq.method, path: u.pathname.slice(4) }, (r) => {
+      inRes.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(inRes);
+    });
+    out.on('error', () => inRes.destroy());
+    out.end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  st.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  t.after(
+    () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  );
+  return st;
+}
+
+describe('pull-through mirror: redirected blobs', () => {
+  it('follows an upstream redirect of blobs to another origin (Docker Hub, ghcr.io, S3 pre-signed URLs) without sending it the credentials', async (t) => {
+    requireTool('skopeo');
+    const dir = tempDir(t, 'mirror-redirect');
+    const dist = await startDistribution(t);
+    const img = await pushImage(dist.url, 'lib/app', 'v1', { layers: 2 });
+    const doc = JSON.parse(img.bytes.toString('utf8'));
+    const store = await cdn(t, dist.url);
+    const up = await relay(t, dist.url);
+    up.redirectBlobsTo = store.url;
+    const m = await startTsregistry(
+      t,
+      { log: { access: false }, mirror: { namespaces: [{ prefix: 'hub', upstreams: [{ url: up.url, username: 'mirror', password: 'mirror-secret' }] }] } },
+      { dir: join(dir, 'mirror') },
+    );
+    const p = await run('skopeo', ['copy', '--preserve-digests', '--src-tls-verify=false', `docker://${m.addr}/hub/lib/app:v1`, `oci:${join(dir, 'pull')}:v1`]);
+    assert.equal(p.code, 0, `${p.err}\n${m.stderr().slice(-2000)}`);
+    for (const d of [doc.config.digest, ...doc.layers.map((l: { digest: string }) => l.digest)]) {
+      assert.equal(sha256(readFileSync(join(dir, 'pull', 'blobs', 'sha256', d.slice(7)))), d);
+      assert.ok(existsSync(blobFile(m, d)), `${d} cached`);
+    }
+    assert.ok(store.requests >= 3, `the blobs came from the CDN (${store.requests} requests)`);
+    assert.deepEqual(store.auth, [], 'no credentials sent to another origin');
+    assert.ok(up.withAuth > 0, 'the registry itself got the credentials');
   });
 });

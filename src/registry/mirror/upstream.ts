@@ -61,6 +61,11 @@ function header(h: UpstreamResponse['headers'], k: string): string | undefined {
 export { header as upstreamHeader };
 
 const MAX_TAG_PAGES = 1000;
+const MAX_REDIRECTS = 10;
+
+function upstreamLocation(r: UpstreamResponse): string | undefined {
+  return header(r.headers, 'location');
+}
 const MAX_TAG_PAGE = 16 * 1024 * 1024;
 
 /** The query of a `Link: <...>; rel="next"` header ("?n=..&last=.."), or undefined. */
@@ -136,9 +141,8 @@ export class Upstream {
    */
   async fetch(method: 'GET' | 'HEAD', name: string, path: string, o: { accept?: string; range?: string; signal?: AbortSignal } = {}): Promise<UpstreamResponse> {
     const remote = this.remoteName(name);
-    const url = `${this.base}/v2/${remote}/${path}`;
     const scope = `repository:${remote}:pull`;
-    const send = async (auth: string | undefined): Promise<UpstreamResponse> => {
+    const send = async (url: string, auth: string | undefined): Promise<UpstreamResponse> => {
       const headers: Record<string, string> = { 'user-agent': 'tsregistry-mirror' };
       if (o.accept) headers.accept = o.accept;
       if (o.range) headers.range = o.range;
@@ -147,24 +151,40 @@ export class Upstream {
         const r = await request(url, { method, headers, dispatcher: this.dispatcher, ...(o.signal ? { signal: o.signal } : {}) });
         return { status: r.statusCode, headers: r.headers, body: r.body as unknown as UpstreamResponse['body'] };
       } catch (e) {
-        throw new UpstreamError(`upstream ${this.base}: ${method} ${path}: ${(e as Error).message}`, undefined, { cause: e });
+        const where = url.startsWith(this.base) ? path : `${path} (redirected to ${new URL(url).origin})`;
+        throw new UpstreamError(`upstream ${this.base}: ${method} ${where}: ${(e as Error).message}`, undefined, { cause: e });
       }
     };
+    let url = `${this.base}/v2/${remote}/${path}`;
     const cached = this.tokens.get(scope);
-    let r = await send(cached && cached.until > Date.now() ? `Bearer ${cached.token}` : this.basic);
+    let auth = cached && cached.until > Date.now() ? `Bearer ${cached.token}` : this.basic;
+    let r = await send(url, auth);
     if (r.status === 401) {
       const ch = parseChallenge(r.headers['www-authenticate']);
       await r.body.dump().catch(() => {});
-      let auth: string | undefined;
+      auth = undefined;
       if (ch?.scheme === 'bearer' && ch.params.realm) auth = `Bearer ${await this.token(ch.params, scope, o.signal)}`;
       else if (ch?.scheme === 'basic' && this.basic) auth = this.basic;
       if (!auth) throw new UpstreamError(`upstream ${this.base}: ${method} ${path}: 401 unauthorized${this.basic ? '' : ' (no credentials configured)'}`, 401);
-      r = await send(auth);
+      r = await send(url, auth);
+    }
+    // blobs are often redirected to a CDN or object store (Docker Hub, ghcr.io, quay.io, ECR):
+    // follow, and send the credentials only to the registry's own origin (the target URL is
+    // pre-signed; object stores refuse a second authorization)
+    const origin = new URL(this.base).origin;
+    for (let hops = 0; r.status >= 300 && r.status < 400 && r.status !== 304 && upstreamLocation(r); hops++) {
+      const next = new URL(upstreamLocation(r)!, url);
+      await r.body.dump().catch(() => {});
+      if (hops >= MAX_REDIRECTS) throw new UpstreamError(`upstream ${this.base}: ${method} /v2/${remote}/${path}: more than ${MAX_REDIRECTS} redirects`, 502);
+      if (next.protocol !== 'http:' && next.protocol !== 'https:') throw new UpstreamError(`upstream ${this.base}: ${method} /v2/${remote}/${path}: redirected to ${next.protocol} URL`, 502);
+      url = next.toString();
+      r = await send(url, next.origin === origin ? auth : undefined);
     }
     if (r.status >= 200 && r.status < 300) return r;
     if (r.status === 404 || r.status === 416) return r;
     const text = method === 'GET' ? await r.body.text().catch(() => '') : (await r.body.dump().catch(() => {}), '');
-    throw new UpstreamError(`upstream ${this.base}: ${method} /v2/${remote}/${path}: HTTP ${r.status}${text ? ` ${text.slice(0, 200)}` : ''}`, r.status);
+    const via = url.startsWith(`${origin}/`) ? '' : ` (redirected to ${new URL(url).origin}${new URL(url).pathname})`;
+    throw new UpstreamError(`upstream ${this.base}: ${method} /v2/${remote}/${path}${via}: HTTP ${r.status}${text ? ` ${text.slice(0, 200)}` : ''}`, r.status);
   }
 
   /**
