@@ -15,7 +15,8 @@ import assert from 'node:assert/strict';
 import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tempDir, requireTool, sh } from '../helpers.js';
 import { ACCEPT_ALL, blob, errCode, pushBlob, pushImage, req, sha256, startDistribution } from './util.js';
@@ -184,24 +185,45 @@ async function startGet(url: string): Promise<{ status: number; next(): Promise<
   };
 }
 
-async function mirrorOf(t: Parameters<typeof tempDir>[0], upstream: string, dir: string, extra: Record<string, unknown> = {}): Promise<Proc> {
-  return startTsregistry(
-    t,
+/**
+ * A temp dir whose removal first stops the registries started in it (after-hooks run in
+ * order: tempDir's rm would run while a mirror may still be linking a blob it just cached).
+ */
+type Scratch = { t: Parameters<typeof tempDir>[0]; dir: string; procs: Proc[] };
+function scratch(t: Parameters<typeof tempDir>[0], label: string): Scratch {
+  const s: Scratch = { t, dir: mkdtempSync(join(tmpdir(), `tsimage-${label}-`)), procs: [] };
+  t.after(async () => {
+    for (const p of s.procs) await p.stop();
+    rmSync(s.dir, { recursive: true, force: true });
+  });
+  return s;
+}
+
+async function tsreg(s: Scratch, doc: Record<string, unknown>, sub: string): Promise<Proc> {
+  const p = await startTsregistry(s.t, doc, { dir: join(s.dir, sub) });
+  s.procs.push(p);
+  return p;
+}
+
+async function mirrorOf(s: Scratch, upstream: string, extra: Record<string, unknown> = {}): Promise<Proc> {
+  return tsreg(
+    s,
     { log: { access: false }, mirror: { tagTtl: '1m', timeout: '10s', namespaces: [{ prefix: 'hub', upstreams: [{ url: upstream }] }], ...extra } },
-    { dir },
+    'mirror',
   );
 }
 
 describe('pull-through mirror: concurrent fills', () => {
   it('4 skopeo pulls of an uncached image at once: one upstream GET per blob and per manifest, every pull gets the upstream bytes', async (t) => {
     requireTool('skopeo');
-    const dir = tempDir(t, 'mirror-concurrent');
+    const sc = scratch(t, 'mirror-concurrent');
+    const dir = sc.dir;
     const dist = await startDistribution(t);
     const up = await relay(t, dist.url);
     const img = await pushImage(dist.url, 'lib/app', 'v1', { layers: 3 });
     const doc = JSON.parse(img.bytes.toString('utf8'));
     const blobs: string[] = [doc.config.digest, ...doc.layers.map((l: { digest: string }) => l.digest)];
-    const m = await mirrorOf(t, up.url, join(dir, 'mirror'));
+    const m = await mirrorOf(sc, up.url);
     up.counts.clear();
     // every upstream answer takes 300 ms: the pulls overlap on the manifest and on every blob
     up.delayMs = 300;
@@ -228,12 +250,13 @@ describe('pull-through mirror: concurrent fills', () => {
   });
 
   it('clients joining mid-blob get every byte while the upstream body is still held; one upstream GET', async (t) => {
-    const dir = tempDir(t, 'mirror-join');
+    const sc = scratch(t, 'mirror-join');
+    const dir = sc.dir;
     const dist = await startDistribution(t);
     const up = await relay(t, dist.url);
     const big = blob(3 * 1024 * 1024 + 17);
     await pushBlob(dist.url, 'lib/big', big.data);
-    const m = await mirrorOf(t, up.url, join(dir, 'mirror'));
+    const m = await mirrorOf(sc, up.url);
     const g = gate();
     up.plans.set(big.digest, { pauseAfter: 1024 * 1024, gate: g.promise });
     const url = `${m.url}/v2/hub/lib/big/blobs/${big.digest}`;
@@ -276,12 +299,13 @@ describe('pull-through mirror: concurrent fills', () => {
 
   for (const failure of ['upstream cut mid-body', 'wrong digest'] as const) {
     it(`a failed fill (${failure}) breaks every client's response, caches nothing, and the next request fetches again`, async (t) => {
-      const dir = tempDir(t, 'mirror-fail');
+      const sc = scratch(t, 'mirror-fail');
+    const dir = sc.dir;
       const dist = await startDistribution(t);
       const up = await relay(t, dist.url);
       const big = blob(2 * 1024 * 1024 + 5);
       await pushBlob(dist.url, 'lib/big', big.data);
-      const m = await mirrorOf(t, up.url, join(dir, 'mirror'));
+      const m = await mirrorOf(sc, up.url);
       const g = gate();
       up.plans.set(big.digest, { pauseAfter: 512 * 1024, gate: g.promise, corrupt: failure === 'wrong digest' });
       const url = `${m.url}/v2/hub/lib/big/blobs/${big.digest}`;
@@ -312,12 +336,13 @@ describe('pull-through mirror: concurrent fills', () => {
   }
 
   it('an upstream that is down before the first byte: every waiting client gets 503 naming the upstream error', async (t) => {
-    const dir = tempDir(t, 'mirror-down');
+    const sc = scratch(t, 'mirror-down');
+    const dir = sc.dir;
     const dist = await startDistribution(t);
     const up = await relay(t, dist.url);
     const small = blob(4096);
     await pushBlob(dist.url, 'lib/s', small.data);
-    const m = await mirrorOf(t, up.url, join(dir, 'mirror'));
+    const m = await mirrorOf(sc, up.url);
     // the size is known (HEAD went through), then the upstream goes away before the GET
     const head = await req(m.url, 'HEAD', `/v2/hub/lib/s/blobs/${small.digest}`);
     assert.equal(head.status, 200);
@@ -341,25 +366,26 @@ describe('pull-through mirror: concurrent fills', () => {
 describe('pull-through mirror: tags/list', () => {
   it('lists the upstream tags (also those pushed after the cache filled; token auth; across the upstream\'s Link pages); serves the cached list when the upstream is down', async (t) => {
     for (const tool of ['skopeo', 'htpasswd']) requireTool(tool);
-    const dir = tempDir(t, 'mirror-tags');
+    const sc = scratch(t, 'mirror-tags');
+    const dir = sc.dir;
     const dist = await startDistribution(t);
     const up = await relay(t, dist.url);
     await pushImage(dist.url, 'lib/app', 'v1');
     await pushImage(dist.url, 'lib/app', 'v2');
     // a second upstream with token auth, for a second namespace
     sh('htpasswd', ['-cbB', join(dir, 'htpasswd'), 'mirror', 'mirror-secret']);
-    const up2 = await startTsregistry(
-      t,
+    const up2 = await tsreg(
+      sc,
       { auth: { htpasswd: join(dir, 'htpasswd'), token: { service: 'up2' }, access: { rules: [{ repos: ['**'], users: ['mirror'], actions: ['pull', 'push'] }] } }, log: { access: false } },
-      { dir: join(dir, 'up2') },
+      'up2',
     );
     const up2r = await relay(t, up2.url);
     for (const tag of ['p2', 'p3', 'p1']) {
       const c = await run('skopeo', ['copy', '--src-tls-verify=false', '--dest-tls-verify=false', '--dest-creds', 'mirror:mirror-secret', `docker://${dist.addr}/lib/app:v1`, `docker://${up2.addr}/team/priv:${tag}`]);
       assert.equal(c.code, 0, c.err);
     }
-    const m = await startTsregistry(
-      t,
+    const m = await tsreg(
+      sc,
       {
         log: { access: false },
         mirror: {
@@ -371,7 +397,7 @@ describe('pull-through mirror: tags/list', () => {
           ],
         },
       },
-      { dir: join(dir, 'mirror') },
+      'mirror',
     );
     const tags = async (path: string) => {
       const r = await req(m.url, 'GET', path);
@@ -429,14 +455,15 @@ describe('pull-through mirror: tags/list', () => {
 
 describe('pull-through mirror: upstream names', () => {
   it("upstream prefix library goes before one-component names only, as docker's (hub/alpine -> library/alpine, hub/bitnami/redis -> bitnami/redis)", async (t) => {
-    const dir = tempDir(t, 'mirror-names');
+    const sc = scratch(t, 'mirror-names');
+    const dir = sc.dir;
     const dist = await startDistribution(t);
     const alpine = await pushImage(dist.url, 'library/alpine', '3');
     const redis = await pushImage(dist.url, 'bitnami/redis', '7');
-    const m = await startTsregistry(
-      t,
+    const m = await tsreg(
+      sc,
       { log: { access: false }, mirror: { namespaces: [{ prefix: 'hub', upstreams: [{ url: dist.url, prefix: 'library' }] }] } },
-      { dir: join(dir, 'mirror') },
+      'mirror',
     );
     const a = await req(m.url, 'GET', '/v2/hub/alpine/manifests/3', { headers: { Accept: ACCEPT_ALL } });
     assert.equal(a.status, 200, a.text);
@@ -486,17 +513,18 @@ async function cdn(t: { after(fn: () => Promise<void> | void): void }, target: s
 describe('pull-through mirror: redirected blobs', () => {
   it('follows an upstream redirect of blobs to another origin (Docker Hub, ghcr.io, S3 pre-signed URLs) without sending it the credentials', async (t) => {
     requireTool('skopeo');
-    const dir = tempDir(t, 'mirror-redirect');
+    const sc = scratch(t, 'mirror-redirect');
+    const dir = sc.dir;
     const dist = await startDistribution(t);
     const img = await pushImage(dist.url, 'lib/app', 'v1', { layers: 2 });
     const doc = JSON.parse(img.bytes.toString('utf8'));
     const store = await cdn(t, dist.url);
     const up = await relay(t, dist.url);
     up.redirectBlobsTo = store.url;
-    const m = await startTsregistry(
-      t,
+    const m = await tsreg(
+      sc,
       { log: { access: false }, mirror: { namespaces: [{ prefix: 'hub', upstreams: [{ url: up.url, username: 'mirror', password: 'mirror-secret' }] }] } },
-      { dir: join(dir, 'mirror') },
+      'mirror',
     );
     const p = await run('skopeo', ['copy', '--preserve-digests', '--src-tls-verify=false', `docker://${m.addr}/hub/lib/app:v1`, `oci:${join(dir, 'pull')}:v1`]);
     assert.equal(p.code, 0, `${p.err}\n${m.stderr().slice(-2000)}`);
