@@ -3,7 +3,9 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { TestContext } from 'node:test';
 
 /** Repository root (tests run from dist/test/...). */
@@ -119,4 +121,34 @@ export async function startDistribution(t: { after(fn: () => void | Promise<void
     rmSync(log, { force: true });
   });
   return { addr: vars.ADDR!, pid, store };
+}
+
+/** A command run asynchronously (for tests whose own process serves something the command talks to: a spawnSync
+ * would block it); killed after 2 minutes. */
+export function runAsync(cmd: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    c.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const timer = setTimeout(() => c.kill('SIGKILL'), 120_000);
+    c.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, out, err });
+    });
+  });
+}
+
+/** Listen on an ephemeral loopback port, closed (connections too) after the test; returns http://127.0.0.1:PORT. */
+export async function listenLoopback(t: { after(fn: () => void | Promise<void>): void }, server: Server): Promise<string> {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(
+    () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  );
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }

@@ -9,10 +9,10 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, tempDir, sh, requireTool } from '../helpers.js';
+import { ROOT, runAsync, tempDir, sh, requireTool } from '../helpers.js';
 import { ACCEPT_ALL, blob, pushBlob, pushImage, req, sha256 } from '../registry/util.js';
 import { startDistribution } from '../registry/util.js';
 import { startTsregistry } from './util.js';
@@ -73,21 +73,6 @@ async function relay(t: { after(fn: () => Promise<void> | void): void }, target:
   return st;
 }
 
-/** Asynchronous (the relay runs in this process: a spawnSync would block it). */
-function run(cmd: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    c.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    c.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-    const timer = setTimeout(() => c.kill('SIGKILL'), 120_000);
-    c.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, out, err });
-    });
-  });
-}
 
 const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -109,9 +94,9 @@ describe('pull-through mirror', () => {
     // content: lib/a only in distribution, lib/b only in the token-auth tsregistry
     const a = await pushImage(dist.url, 'lib/a', 'v1', { layers: 2 });
     const cred = { username: 'mirror', password: 'mirror-secret' };
-    const b1 = await run('skopeo', ['copy', '--src-tls-verify=false', '--dest-tls-verify=false', '--dest-creds', 'mirror:mirror-secret', `docker://${dist.addr}/lib/a:v1`, `docker://${up2.addr}/lib/b:v1`]);
+    const b1 = await runAsync('skopeo', ['copy', '--src-tls-verify=false', '--dest-tls-verify=false', '--dest-creds', 'mirror:mirror-secret', `docker://${dist.addr}/lib/a:v1`, `docker://${up2.addr}/lib/b:v1`]);
     assert.equal(b1.code, 0, b1.err);
-    const bDigest = (await run('skopeo', ['inspect', '--tls-verify=false', '--creds', 'mirror:mirror-secret', '--format', '{{.Digest}}', `docker://${up2.addr}/lib/b:v1`])).out.trim();
+    const bDigest = (await runAsync('skopeo', ['inspect', '--tls-verify=false', '--creds', 'mirror:mirror-secret', '--format', '{{.Digest}}', `docker://${up2.addr}/lib/b:v1`])).out.trim();
 
     const mirror = await startTsregistry(
       t,
@@ -134,12 +119,12 @@ describe('pull-through mirror', () => {
       ['lib/b', bDigest],
     ] as const) {
       const out = join(dir, `pull-${repo.replace('/', '-')}`);
-      const r = await run('skopeo', ['copy', '--src-tls-verify=false', `docker://${M}/hub/${repo}:v1`, `oci:${out}:v1`]);
+      const r = await runAsync('skopeo', ['copy', '--src-tls-verify=false', `docker://${M}/hub/${repo}:v1`, `oci:${out}:v1`]);
       if (r.code !== 0) {
         const dbg = await req(mirror.url, 'GET', `/v2/hub/${repo}/manifests/v1`, { headers: { Accept: ACCEPT_ALL } });
         assert.fail(`${repo}: ${r.err}\n${dbg.status} ${dbg.text}\n${mirror.stderr().slice(-2000)}`);
       }
-      const got = (await run('skopeo', ['inspect', '--tls-verify=false', '--format', '{{.Digest}}', `docker://${M}/hub/${repo}:v1`])).out.trim();
+      const got = (await runAsync('skopeo', ['inspect', '--tls-verify=false', '--format', '{{.Digest}}', `docker://${M}/hub/${repo}:v1`])).out.trim();
       assert.equal(got, digest, `${repo} served with the upstream digest`);
     }
     // everything is cached, verified (scrub is clean)
@@ -182,7 +167,7 @@ describe('pull-through mirror', () => {
     // distribution gone: still stale-served, and a whole skopeo pull works from the cache
     front.mode = 'drop';
     await wait(1100);
-    const r = await run('skopeo', ['copy', '--src-tls-verify=false', `docker://${M}/hub/lib/a:v1`, `oci:${join(dir, 'stale')}:v1`]);
+    const r = await runAsync('skopeo', ['copy', '--src-tls-verify=false', `docker://${M}/hub/lib/a:v1`, `oci:${join(dir, 'stale')}:v1`]);
     assert.equal(r.code, 0, r.err);
     const metrics = (await req(mirror.url, 'GET', '/metrics')).text;
     assert.match(metrics, /tsregistry_mirror_requests_total\{kind="manifest",result="stale"\} [1-9]/);

@@ -13,12 +13,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { tempDir, requireTool, sh } from '../helpers.js';
+import { listenLoopback, runAsync, tempDir, requireTool, sh } from '../helpers.js';
 import { ACCEPT_ALL, blob, errCode, pushBlob, pushImage, req, sha256, startDistribution } from './util.js';
 import { startTsregistry, type Proc } from '../registry-prod/util.js';
 
@@ -118,33 +116,10 @@ async function relay(t: { after(fn: () => Promise<void> | void): void }, target:
       inReq.pipe(out);
     })();
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  st.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  t.after(
-    () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  );
+  st.url = await listenLoopback(t, server);
   return st;
 }
 
-/** Asynchronous (the relay runs in this process). */
-function run(cmd: string, args: string[]): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    c.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    c.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-    const timer = setTimeout(() => c.kill('SIGKILL'), 120_000);
-    c.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, out, err });
-    });
-  });
-}
 
 async function metric(m: Proc, kind: string, result: string): Promise<number> {
   const text = (await req(m.url, 'GET', '/metrics')).text;
@@ -228,7 +203,7 @@ describe('pull-through mirror: concurrent fills', () => {
     // every upstream answer takes 300 ms: the pulls overlap on the manifest and on every blob
     up.delayMs = 300;
     const pulls = await Promise.all(
-      [0, 1, 2, 3].map((i) => run('skopeo', ['copy', '--preserve-digests', '--src-tls-verify=false', `docker://${m.addr}/hub/lib/app:v1`, `oci:${join(dir, `pull${i}`)}:v1`])),
+      [0, 1, 2, 3].map((i) => runAsync('skopeo', ['copy', '--preserve-digests', '--src-tls-verify=false', `docker://${m.addr}/hub/lib/app:v1`, `oci:${join(dir, `pull${i}`)}:v1`])),
     );
     for (const [i, p] of pulls.entries()) {
       assert.equal(p.code, 0, `pull ${i}: ${p.err}\n${m.stderr().slice(-2000)}`);
@@ -381,7 +356,7 @@ describe('pull-through mirror: tags/list', () => {
     );
     const up2r = await relay(t, up2.url);
     for (const tag of ['p2', 'p3', 'p1']) {
-      const c = await run('skopeo', ['copy', '--src-tls-verify=false', '--dest-tls-verify=false', '--dest-creds', 'mirror:mirror-secret', `docker://${dist.addr}/lib/app:v1`, `docker://${up2.addr}/team/priv:${tag}`]);
+      const c = await runAsync('skopeo', ['copy', '--src-tls-verify=false', '--dest-tls-verify=false', '--dest-creds', 'mirror:mirror-secret', `docker://${dist.addr}/lib/app:v1`, `docker://${up2.addr}/team/priv:${tag}`]);
       assert.equal(c.code, 0, c.err);
     }
     const m = await tsreg(
@@ -498,15 +473,7 @@ async function cdn(t: { after(fn: () => Promise<void> | void): void }, target: s
     out.on('error', () => inRes.destroy());
     out.end();
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  st.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  t.after(
-    () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  );
+  st.url = await listenLoopback(t, server);
   return st;
 }
 
@@ -526,7 +493,7 @@ describe('pull-through mirror: redirected blobs', () => {
       { log: { access: false }, mirror: { namespaces: [{ prefix: 'hub', upstreams: [{ url: up.url, username: 'mirror', password: 'mirror-secret' }] }] } },
       'mirror',
     );
-    const p = await run('skopeo', ['copy', '--preserve-digests', '--src-tls-verify=false', `docker://${m.addr}/hub/lib/app:v1`, `oci:${join(dir, 'pull')}:v1`]);
+    const p = await runAsync('skopeo', ['copy', '--preserve-digests', '--src-tls-verify=false', `docker://${m.addr}/hub/lib/app:v1`, `oci:${join(dir, 'pull')}:v1`]);
     assert.equal(p.code, 0, `${p.err}\n${m.stderr().slice(-2000)}`);
     for (const d of [doc.config.digest, ...doc.layers.map((l: { digest: string }) => l.digest)]) {
       assert.equal(sha256(readFileSync(join(dir, 'pull', 'blobs', 'sha256', d.slice(7)))), d);
