@@ -334,7 +334,7 @@ export class RegistryClient {
   /** Counters (tests and summaries). */
   readonly stats = { requests: 0, retries: 0, resumedDownloads: 0, resumedUploads: 0, restartedUploads: 0, patches: 0, tokenFetches: 0 };
   /**
-   * Blobs this client saw in a repository (HEAD 200, upload, mount), so that the copies of one command that share
+   * Blobs this client saw in a repository (HEAD 200 or its own upload; mounts are not recorded), so that the copies of one command that share
    * layers (a sync of many tags, `--all`) check each blob once per repository. Kept for PRESENT_TTL_MS: a
    * registry's garbage collection between two copies of one command is then answered by the manifest PUT, which
    * the registry refuses when a blob is missing.
