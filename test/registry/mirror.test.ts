@@ -188,6 +188,23 @@ async function mirrorOf(s: Scratch, upstream: string, extra: Record<string, unkn
   );
 }
 
+/**
+ * A blob of `size` bytes at lib/big of a distribution upstream, reached through a counting relay that holds its body
+ * after `plan.pauseAfter` bytes (and corrupts it when asked) until `g` opens; a mirror of that upstream. `url` is the
+ * blob through the mirror.
+ */
+async function heldBlob(t: Parameters<typeof tempDir>[0], label: string, size: number, plan: { pauseAfter: number; corrupt?: boolean }) {
+  const sc = scratch(t, label);
+  const dist = await startDistribution(t);
+  const up = await relay(t, dist.url);
+  const big = blob(size);
+  await pushBlob(dist.url, 'lib/big', big.data);
+  const m = await mirrorOf(sc, up.url);
+  const g = gate();
+  up.plans.set(big.digest, { ...plan, gate: g.promise });
+  return { m, up, big, g, url: `${m.url}/v2/hub/lib/big/blobs/${big.digest}` };
+}
+
 describe('pull-through mirror: concurrent fills', () => {
   it('4 skopeo pulls of an uncached image at once: one upstream GET per blob and per manifest, every pull gets the upstream bytes', async (t) => {
     requireTool('skopeo');
@@ -225,16 +242,7 @@ describe('pull-through mirror: concurrent fills', () => {
   });
 
   it('clients joining mid-blob get every byte while the upstream body is still held; one upstream GET', async (t) => {
-    const sc = scratch(t, 'mirror-join');
-    const dir = sc.dir;
-    const dist = await startDistribution(t);
-    const up = await relay(t, dist.url);
-    const big = blob(3 * 1024 * 1024 + 17);
-    await pushBlob(dist.url, 'lib/big', big.data);
-    const m = await mirrorOf(sc, up.url);
-    const g = gate();
-    up.plans.set(big.digest, { pauseAfter: 1024 * 1024, gate: g.promise });
-    const url = `${m.url}/v2/hub/lib/big/blobs/${big.digest}`;
+    const { m, up, big, g, url } = await heldBlob(t, 'mirror-join', 3 * 1024 * 1024 + 17, { pauseAfter: 1024 * 1024 });
 
     // the first client gets its first bytes while the upstream body is held half way
     const a = await startGet(url);
@@ -274,16 +282,7 @@ describe('pull-through mirror: concurrent fills', () => {
 
   for (const failure of ['upstream cut mid-body', 'wrong digest'] as const) {
     it(`a failed fill (${failure}) breaks every client's response, caches nothing, and the next request fetches again`, async (t) => {
-      const sc = scratch(t, 'mirror-fail');
-    const dir = sc.dir;
-      const dist = await startDistribution(t);
-      const up = await relay(t, dist.url);
-      const big = blob(2 * 1024 * 1024 + 5);
-      await pushBlob(dist.url, 'lib/big', big.data);
-      const m = await mirrorOf(sc, up.url);
-      const g = gate();
-      up.plans.set(big.digest, { pauseAfter: 512 * 1024, gate: g.promise, corrupt: failure === 'wrong digest' });
-      const url = `${m.url}/v2/hub/lib/big/blobs/${big.digest}`;
+      const { m, up, big, g, url } = await heldBlob(t, 'mirror-fail', 2 * 1024 * 1024 + 5, { pauseAfter: 512 * 1024, corrupt: failure === 'wrong digest' });
       const clients = [await startGet(url), await startGet(url), await startGet(url)];
       for (const c of clients) {
         assert.equal(c.status, 200);
@@ -312,7 +311,6 @@ describe('pull-through mirror: concurrent fills', () => {
 
   it('an upstream that is down before the first byte: every waiting client gets 503 naming the upstream error', async (t) => {
     const sc = scratch(t, 'mirror-down');
-    const dir = sc.dir;
     const dist = await startDistribution(t);
     const up = await relay(t, dist.url);
     const small = blob(4096);
@@ -431,7 +429,6 @@ describe('pull-through mirror: tags/list', () => {
 describe('pull-through mirror: upstream names', () => {
   it("upstream prefix library goes before one-component names only, as docker's (hub/alpine -> library/alpine, hub/bitnami/redis -> bitnami/redis)", async (t) => {
     const sc = scratch(t, 'mirror-names');
-    const dir = sc.dir;
     const dist = await startDistribution(t);
     const alpine = await pushImage(dist.url, 'library/alpine', '3');
     const redis = await pushImage(dist.url, 'bitnami/redis', '7');
