@@ -67,7 +67,7 @@ describe('docker:// names', () => {
     assert.equal(findRegistry(conf, 'old.example')?.insecure, true);
     assert.equal(findRegistry(conf, 'bad.example/x')?.blocked, true);
     assert.equal(findRegistry(conf, 'reg.example:50001'), undefined);
-    await assert.rejects(parseRegistriesConf('[[registry]\nlocation = 1', 'broken.conf'), /broken\.conf: invalid TOML/);
+    await assert.rejects(parseRegistriesConf('[[registry]\nlocation = 1', 'broken.conf'), /broken\.conf"?: invalid TOML/);
   });
 });
 

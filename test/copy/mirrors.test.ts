@@ -75,6 +75,6 @@ describe('registries.conf mirrors and rewriting', () => {
     writeFileSync(conf, `[[registry]]\nprefix = "127.0.0.1:9/lib"\nlocation = "${primary.addr}/lib"\n[[registry.mirror]]\npull-from-mirror = "sometimes"\nlocation = "x"\n`);
     const bad = tscopyFail(['inspect', '--raw', 'docker://127.0.0.1:9/lib/app:v1'], env);
     assert.notEqual(bad.status, 0);
-    assert.match(bad.stderr, /registries\.conf: \[\[registry\]\] #1 mirror #1: pull-from-mirror must be/);
+    assert.match(bad.stderr, /registries\.conf": \[\[registry\]\] #1 mirror #1: unsupported pull-from-mirror value "sometimes" for mirror "x"/);
   });
 });

@@ -66,40 +66,89 @@ function asBool(v: unknown, where: string): boolean {
   return v;
 }
 
-/** Parse one registries.conf text (exported for tests). */
+/** containers/image parseLocation: trailing slashes dropped, no URI scheme. */
+function parseLocation(input: string, fail: (msg: string) => never): string {
+  const trimmed = input.replace(/\/+$/, '');
+  if (trimmed.startsWith('http://') || trimmed.startsWith('https://')) fail(`invalid location '${input}': URI schemes are not supported`);
+  return trimmed;
+}
+
+function optString(v: unknown, where: string): string {
+  if (v === undefined) return '';
+  if (typeof v !== 'string') throw new TsimageError(`${where}: expected a string, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function nonEmptyList(v: unknown): boolean {
+  return Array.isArray(v) && v.length > 0;
+}
+
+/** A domain (host[:port]) as docker/distribution's reference.DomainRegexp accepts it. */
+const DOMAIN = /^(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?$/;
+
+/**
+ * Parse one registries.conf text (exported for tests), with containers/image's validation (sysregistriesv2
+ * loadConfigFile + postProcessRegistries, per file) and its messages: a non-wildcard `[[registry]]` needs a
+ * `location`, no URI schemes, a wildcard prefix is a bare `*.domain`, mirrors need a location, pull-from-mirror only
+ * on mirrors and not with mirror-by-digest-only, entries of one location agree on insecure/blocked, V1 tables and V2
+ * keys are not mixed. Of several entries with the same prefix in one file the first counts.
+ */
 export async function parseRegistriesConf(text: string, source: string): Promise<RegistryEntry[]> {
   const { parse } = await import('smol-toml');
+  const head = `loading registries configuration ${JSON.stringify(source)}`;
   let doc: Record<string, unknown>;
   try {
     doc = parse(text) as Record<string, unknown>;
   } catch (e) {
-    throw new TsimageError(`${source}: invalid TOML: ${(e as Error).message}`, { cause: e });
+    throw new TsimageError(`${head}: invalid TOML: ${(e as Error).message}`, { cause: e });
   }
+  const failIn =
+    (where: string) =>
+    (msg: string): never => {
+      throw new TsimageError(`${head}: ${where}${msg}`);
+    };
+  const v1 = doc.registries as Record<string, { registries?: unknown }> | undefined;
+  const v1Set = !!v1 && typeof v1 === 'object' && ['search', 'insecure', 'block'].some((k) => nonEmptyList(v1[k]?.registries));
+  const v2Set =
+    nonEmptyList(doc.registry) ||
+    nonEmptyList(doc['unqualified-search-registries']) ||
+    (typeof doc['short-name-mode'] === 'string' && doc['short-name-mode'] !== '') ||
+    (typeof doc.aliases === 'object' && doc.aliases !== null && Object.keys(doc.aliases).length > 0);
+  if (v1Set && v2Set) failIn('')('mixing sysregistry v1/v2 is not supported');
   const out: RegistryEntry[] = [];
   const regs = doc.registry;
   if (regs !== undefined) {
-    if (!Array.isArray(regs)) throw new TsimageError(`${source}: "registry" must be an array of tables ([[registry]])`);
+    if (!Array.isArray(regs)) throw new TsimageError(`${head}: "registry" must be an array of tables ([[registry]])`);
     regs.forEach((r: Record<string, unknown>, i: number) => {
       const where = `${source}: [[registry]] #${i + 1}`;
-      const location = typeof r.location === 'string' ? r.location : '';
-      const prefix = typeof r.prefix === 'string' && r.prefix ? r.prefix : location;
-      if (!prefix) throw new TsimageError(`${where}: needs "location" or "prefix"`);
-      if (prefix.startsWith('*.') && location && location !== prefix) throw new TsimageError(`${where}: a wildcard prefix (${prefix}) cannot have another location (${location})`);
+      const fail = failIn(`[[registry]] #${i + 1}: `);
+      const location = parseLocation(optString(r.location, `${where} location`), fail);
+      let prefix = optString(r.prefix, `${where} prefix`);
+      if (prefix === '') {
+        if (location === '') fail('invalid condition: both location and prefix are unset');
+        prefix = location;
+      } else {
+        prefix = parseLocation(prefix, fail);
+        if (!prefix.startsWith('*.') && location === '') fail('invalid condition: location is unset and prefix is not in the format: *.example.com');
+      }
+      if (r['pull-from-mirror'] !== undefined && r['pull-from-mirror'] !== '') fail(`pull-from-mirror must not be set for a non-mirror registry ${JSON.stringify(prefix)}`);
       const byDigestOnly = asBool(r['mirror-by-digest-only'], `${where} mirror-by-digest-only`);
       const mirrors: RegistryMirror[] = [];
       const ms = r.mirror;
-      if (ms !== undefined && !Array.isArray(ms)) throw new TsimageError(`${where}: "mirror" must be an array of tables ([[registry.mirror]])`);
-      (ms ?? []).forEach((m: Record<string, unknown>, j: number) => {
+      if (ms !== undefined && !Array.isArray(ms)) fail('"mirror" must be an array of tables ([[registry.mirror]])');
+      ((ms as Record<string, unknown>[] | undefined) ?? []).forEach((m: Record<string, unknown>, j: number) => {
         const mw = `${where} mirror #${j + 1}`;
-        if (typeof m.location !== 'string' || !m.location) throw new TsimageError(`${mw}: needs "location"`);
-        const pfm = m['pull-from-mirror'] ?? 'all';
-        if (pfm !== 'all' && pfm !== 'digest-only' && pfm !== 'tag-only') throw new TsimageError(`${mw}: pull-from-mirror must be "all", "digest-only" or "tag-only", not ${JSON.stringify(pfm)}`);
-        if (byDigestOnly && pfm !== 'all') throw new TsimageError(`${mw}: pull-from-mirror cannot be combined with mirror-by-digest-only`);
-        mirrors.push({ location: m.location.replace(/\/+$/, ''), insecure: asBool(m.insecure, `${mw} insecure`), pullFromMirror: byDigestOnly ? 'digest-only' : pfm });
+        const mfail = failIn(`[[registry]] #${i + 1} mirror #${j + 1}: `);
+        const mloc = parseLocation(optString(m.location, `${mw} location`), mfail);
+        if (mloc === '') mfail('invalid condition: mirror location is unset');
+        const pfm = optString(m['pull-from-mirror'], `${mw} pull-from-mirror`);
+        if (byDigestOnly && pfm !== '') mfail(`cannot set mirror usage mirror-by-digest-only for the registry (${JSON.stringify(location)}) and pull-from-mirror for per-mirror (${JSON.stringify(mloc)}) at the same time`);
+        if (pfm !== '' && pfm !== 'all' && pfm !== 'digest-only' && pfm !== 'tag-only') mfail(`unsupported pull-from-mirror value ${JSON.stringify(pfm)} for mirror ${JSON.stringify(mloc)}`);
+        mirrors.push({ location: mloc, insecure: asBool(m.insecure, `${mw} insecure`), pullFromMirror: byDigestOnly ? 'digest-only' : ((pfm || 'all') as RegistryMirror['pullFromMirror']) });
       });
       out.push({
-        prefix: prefix.replace(/\/+$/, ''),
-        location: location.replace(/\/+$/, ''),
+        prefix,
+        location,
         insecure: asBool(r.insecure, `${where} insecure`),
         blocked: asBool(r.blocked, `${where} blocked`),
         mirrors,
@@ -107,25 +156,52 @@ export async function parseRegistriesConf(text: string, source: string): Promise
       });
     });
   }
-  // V1 format
-  const v1 = doc.registries as Record<string, { registries?: unknown }> | undefined;
+  // V1 format (converted as containers/image ConvertToV2 does: blocked first, then insecure, one entry per location)
   if (v1 && typeof v1 === 'object') {
     for (const [table, flag] of [
-      ['insecure', 'insecure'],
       ['block', 'blocked'],
+      ['insecure', 'insecure'],
     ] as const) {
       const list = v1[table]?.registries;
       if (list === undefined) continue;
-      if (!Array.isArray(list)) throw new TsimageError(`${source}: registries.${table}.registries must be a list`);
+      if (!Array.isArray(list)) throw new TsimageError(`${head}: registries.${table}.registries must be a list`);
       for (const l of list) {
-        if (typeof l !== 'string') continue;
-        const existing = out.find((e) => e.prefix === l);
+        if (typeof l !== 'string') throw new TsimageError(`${head}: registries.${table}.registries: expected strings, got ${JSON.stringify(l)}`);
+        const loc = parseLocation(l, failIn(''));
+        const existing = out.find((e) => e.prefix === loc);
         if (existing) existing[flag] = true;
-        else out.push({ prefix: l, location: l, insecure: flag === 'insecure', blocked: flag === 'blocked', mirrors: [], source });
+        else out.push({ prefix: loc, location: loc, insecure: flag === 'insecure', blocked: flag === 'blocked', mirrors: [], source });
       }
     }
   }
-  return out;
+  // one location (or a location-less wildcard prefix) named by several entries: they must agree
+  const byLocation = new Map<string, RegistryEntry>();
+  for (const e of out) {
+    const key = e.location || e.prefix;
+    const other = byLocation.get(key);
+    if (!other) {
+      byLocation.set(key, e);
+      continue;
+    }
+    if (other.insecure !== e.insecure) failIn('')(`registry '${e.location}' is defined multiple times with conflicting 'insecure' setting`);
+    if (other.blocked !== e.blocked) failIn('')(`registry '${e.location}' is defined multiple times with conflicting 'blocked' setting`);
+  }
+  const usr = doc['unqualified-search-registries'];
+  if (usr !== undefined) {
+    if (!Array.isArray(usr)) throw new TsimageError(`${head}: unqualified-search-registries must be a list`);
+    for (const u of usr) {
+      const d = parseLocation(String(u), failIn(''));
+      if (typeof u !== 'string' || !DOMAIN.test(d)) failIn('')(`Invalid unqualified-search-registries entry ${JSON.stringify(d)}`);
+    }
+  }
+  const snm = doc['short-name-mode'];
+  if (snm !== undefined && snm !== '' && snm !== 'disabled' && snm !== 'permissive' && snm !== 'enforcing') failIn('')(`invalid short-name mode: ${JSON.stringify(snm)}`);
+  // the first entry of a prefix wins within a file (containers/image ignores later ones)
+  const seen = new Set<string>();
+  const unique = out.filter((e) => (seen.has(e.prefix) ? false : (seen.add(e.prefix), true)));
+  for (const e of unique)
+    if (e.prefix.startsWith('*.') && /[/@:]/.test(e.prefix)) failIn('')(`Wildcarded prefix should be in the format: *.example.com. Current prefix ${JSON.stringify(e.prefix)} is incorrectly formatted`);
+  return unique;
 }
 
 /** Load (and cache per process) the system registries configuration. */
@@ -161,13 +237,16 @@ function matches(prefix: string, ref: string): boolean {
   return ref.startsWith(prefix) && (ref[prefix.length] === '/' || ref[prefix.length] === ':' || ref[prefix.length] === '@');
 }
 
-/** The most specific entry matching `host[/repo]` (longest prefix; wildcards lose to exact prefixes). */
+/**
+ * The most specific entry matching `host[/repo]`: the longest prefix, as containers/image FindRegistry (a wildcard
+ * counts with its own length, so `*.a.example.com` beats `*.example.com`; on a tie the exact prefix wins).
+ */
 export function findRegistry(conf: RegistriesConf, hostAndRepo: string): RegistryEntry | undefined {
   let best: RegistryEntry | undefined;
   let bestLen = -1;
   for (const e of conf.entries) {
     if (!matches(e.prefix, hostAndRepo)) continue;
-    const len = e.prefix.startsWith('*.') ? 0 : e.prefix.length;
+    const len = e.prefix.length * 2 + (e.prefix.startsWith('*.') ? 0 : 1);
     if (len > bestLen) {
       best = e;
       bestLen = len;
@@ -198,7 +277,9 @@ export interface PullSource {
 }
 
 function rewrite(e: RegistryEntry, to: string, repoName: string): string {
-  if (e.prefix.startsWith('*.') || !to) return repoName;
+  if (!to || to.startsWith('*.')) return repoName;
+  // a wildcard entry's location (or mirror) replaces the name's registry host
+  if (e.prefix.startsWith('*.')) return `${to}${repoName.slice(repoName.split('/')[0]!.length)}`;
   return `${to}${repoName.slice(e.prefix.length)}`;
 }
 

@@ -1,0 +1,100 @@
+/**
+ * registries.conf validation and lookup as containers/image (sysregistriesv2) does them, with skopeo 1.9.3 reading
+ * the same file as the oracle: configurations skopeo refuses are refused by tscopy with the same message (exit 1),
+ * and the valid corner cases (wildcard prefix with a location, the first of two entries with one prefix) resolve
+ * to the same registry.
+ */
+import { describe, it, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { requireTool, sh, startDistribution, tempDir } from '../helpers.js';
+import { baseLayout, type BaseLayout } from '../fixtures/base.js';
+import { tscopy, tscopyFail } from './engine-util.js';
+import { digestOf } from '../../src/oci/digest.js';
+
+let base: BaseLayout;
+before(async () => {
+  requireTool('skopeo');
+  base = await baseLayout();
+});
+
+/** skopeo's message for a refused registries.conf (the text after `loading registries configuration "FILE": `). */
+function skopeoConfError(conf: string, image: string): string {
+  const r = spawnSync('skopeo', ['--registries-conf', conf, 'inspect', '--raw', `docker://${image}`], { encoding: 'utf8' });
+  assert.equal(r.status, 1, `skopeo accepted ${conf}: ${r.stdout}${r.stderr}`);
+  const m = /loading registries configuration "[^"]*": (.*?)"?\s*$/.exec(r.stderr.replace(/\\"/g, '"'));
+  assert.ok(m, `skopeo did not refuse the configuration: ${r.stderr}`);
+  return m[1]!;
+}
+
+describe('registries.conf validation (containers/image rules)', () => {
+  it('refuses what skopeo refuses, with its message, exit 1, for every command', async (t) => {
+    const d = tempDir(t, 'regconf');
+    const conf = join(d, 'registries.conf');
+    const env = { CONTAINERS_REGISTRIES_CONF: conf };
+    // a loopback port where nothing listens: no lookup leaves the machine if a tool ignored the file
+    const image = '127.0.0.1:9/team/app:v1';
+    const cases: [string, string][] = [
+      ['non-wildcard prefix without location', '[[registry]]\nprefix = "127.0.0.1:9/team"\ninsecure = true\n'],
+      ['neither prefix nor location', '[[registry]]\ninsecure = true\n'],
+      ['empty location', '[[registry]]\nprefix = "127.0.0.1:9"\nlocation = ""\n'],
+      ['URI scheme in location', '[[registry]]\nlocation = "http://127.0.0.1:9"\n'],
+      ['URI scheme in prefix', '[[registry]]\nprefix = "https://127.0.0.1:9"\nlocation = "127.0.0.1:9"\n'],
+      ['wildcard prefix with a path', '[[registry]]\nprefix = "*.example.com/team"\nlocation = "127.0.0.1:9"\n'],
+      ['mirror without location', '[[registry]]\nlocation = "127.0.0.1:9"\n[[registry.mirror]]\ninsecure = true\n'],
+      ['pull-from-mirror on the registry', '[[registry]]\nlocation = "127.0.0.1:9"\npull-from-mirror = "all"\n'],
+      ['pull-from-mirror with mirror-by-digest-only', '[[registry]]\nlocation = "127.0.0.1:9"\nmirror-by-digest-only = true\n[[registry.mirror]]\nlocation = "127.0.0.1:8"\npull-from-mirror = "all"\n'],
+      ['bad pull-from-mirror', '[[registry]]\nlocation = "127.0.0.1:9"\n[[registry.mirror]]\nlocation = "127.0.0.1:8"\npull-from-mirror = "sometimes"\n'],
+      ['conflicting insecure', '[[registry]]\nlocation = "127.0.0.1:9"\ninsecure = true\n[[registry]]\nprefix = "127.0.0.1:9/team"\nlocation = "127.0.0.1:9"\n'],
+      ['conflicting blocked', '[[registry]]\nlocation = "127.0.0.1:9"\nblocked = true\n[[registry]]\nprefix = "127.0.0.1:9/team"\nlocation = "127.0.0.1:9"\n'],
+      ['V1 and V2 mixed', '[registries.insecure]\nregistries = ["127.0.0.1:9"]\n[[registry]]\nlocation = "127.0.0.1:9"\n'],
+      ['URI scheme in a V1 list', '[registries.block]\nregistries = ["https://127.0.0.1:9"]\n'],
+      ['bad unqualified-search-registries', 'unqualified-search-registries = ["example.com/team"]\n'],
+      ['bad short-name-mode', 'short-name-mode = "sometimes"\n'],
+    ];
+    for (const [what, text] of cases) {
+      writeFileSync(conf, text);
+      const want = skopeoConfError(conf, image);
+      const r = tscopyFail(['inspect', '--raw', `docker://${image}`], env);
+      assert.equal(r.status, 1, `${what}: tscopy exit ${r.status}: ${r.stderr}`);
+      assert.ok(r.stderr.includes(`loading registries configuration ${JSON.stringify(conf)}: `), `${what}: ${r.stderr}`);
+      assert.ok(r.stderr.includes(want), `${what}: skopeo says ${JSON.stringify(want)}, tscopy: ${r.stderr}`);
+    }
+    // the same refusal on the other commands that read it
+    writeFileSync(conf, cases[0]![1]);
+    for (const args of [
+      ['copy', base.ociRef, `docker://${image}`],
+      ['list-tags', 'docker://127.0.0.1:9/team/app'],
+      ['delete', `docker://${image}`],
+      ['sync', '--src', 'docker', '--dest', 'dir', '127.0.0.1:9/team/app:v1', d],
+    ]) {
+      const r = tscopyFail(args, env);
+      assert.equal(r.status, 1, `${args[0]}: exit ${r.status}: ${r.stderr}`);
+      assert.match(r.stderr, /invalid condition: location is unset and prefix is not in the format: \*\.example\.com/, args[0]);
+    }
+  });
+
+  it('resolves like skopeo: wildcard prefix with a location, first entry of a prefix, wildcard without location', async (t) => {
+    const d = tempDir(t, 'regconf');
+    const reg = await startDistribution(t);
+    sh('skopeo', ['copy', '-q', '--dest-tls-verify=false', base.ociRef, `docker://${reg.addr}/lib/app:v1`]);
+    const conf = join(d, 'registries.conf');
+    const env = { CONTAINERS_REGISTRIES_CONF: conf };
+    const both = (image: string): void => {
+      assert.equal(digestOf(sh('skopeo', ['--registries-conf', conf, 'inspect', '--raw', `docker://${image}`])), base.manifestDigest, `skopeo ${image}`);
+      assert.equal(digestOf(tscopy(['inspect', '--raw', `docker://${image}`], env)), base.manifestDigest, `tscopy ${image}`);
+    };
+    // a wildcard prefix with a location: the name's host is replaced by the location ("*.0.0.1" matches 127.0.0.1,
+    // where nothing listens on 443)
+    writeFileSync(conf, `[[registry]]\nprefix = "*.0.0.1"\nlocation = "${reg.addr}"\ninsecure = true\n`);
+    both('127.0.0.1/lib/app:v1');
+    // two entries with one prefix in a file: the first counts (the second points where nothing listens)
+    writeFileSync(conf, `[[registry]]\nprefix = "127.0.0.1:9/lib"\nlocation = "${reg.addr}/lib"\ninsecure = true\n[[registry]]\nprefix = "127.0.0.1:9/lib"\nlocation = "127.0.0.1:8/lib"\ninsecure = true\n`);
+    both('127.0.0.1:9/lib/app:v1');
+    // location-less wildcard entries (only flags) apply to the name as it is; the longer one wins
+    writeFileSync(conf, `[[registry]]\nprefix = "*.0.1"\nblocked = true\n[[registry]]\nprefix = "*.0.0.1"\ninsecure = true\n`);
+    both(`${reg.addr}/lib/app:v1`);
+  });
+});
