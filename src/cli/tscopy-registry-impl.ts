@@ -11,8 +11,7 @@ import {
   parseCreds,
   removeCredentials,
   saveCredentials,
-  findRegistry,
-  loadRegistriesConf,
+  refuseBlockedRegistry,
   type Credentials,
 } from '../copy/registry/index.js';
 import type { Digest } from '../oci/digest.js';
@@ -78,8 +77,7 @@ function clientFor(registry: string, o: RegistryOpts): RegistryClient {
  * `insecure` and `blocked` of the registries.conf entry that matches the name (the longest prefix).
  */
 async function nameClient(ref: { registry: string; repository: string }, shown: string, o: RegistryOpts): Promise<RegistryClient> {
-  const entry = findRegistry(await loadRegistriesConf(), `${ref.registry}/${ref.repository}`);
-  if (entry?.blocked) throw new UsageError(`registry ${entry.prefix} is blocked in registries.conf (${shown})`);
+  const entry = await refuseBlockedRegistry(`${ref.registry}/${ref.repository}`, shown);
   return clientFor(ref.registry, { ...o, tlsVerify: o.tlsVerify ?? (entry ? !entry.insecure : undefined) });
 }
 

@@ -110,9 +110,8 @@ interface SrcImage {
 async function repoTags(repoRef: string, open: OpenOptions, io: Io): Promise<string[]> {
   const name = await parseImageName(`docker://${repoRef}`);
   const { dockerClient } = await import('./transports/docker.js');
-  const { findRegistry, loadRegistriesConf } = await import('./registry/registries.js');
-  const entry = findRegistry(await loadRegistriesConf((open as { env?: NodeJS.ProcessEnv }).env), repoRef);
-  if (entry?.blocked) throw new UsageError(`registry ${entry.prefix} is blocked in registries.conf (${name})`);
+  const { refuseBlockedRegistry } = await import('./registry/registries.js');
+  const entry = await refuseBlockedRegistry(repoRef, `docker://${repoRef}`, (open as { env?: NodeJS.ProcessEnv }).env);
   const client = dockerClient(name, { ...open, tlsVerify: open.tlsVerify ?? (entry ? !entry.insecure : undefined) });
   const repository = parseReference(repoRef, { defaultTag: false }).repository;
   // attachment tags (cosign .sig/.att/.sbom, referrers fallback) travel with their image, not as images

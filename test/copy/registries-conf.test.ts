@@ -6,7 +6,7 @@
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { requireTool, sh, startDistribution, tempDir } from '../helpers.js';
@@ -96,5 +96,43 @@ describe('registries.conf validation (containers/image rules)', () => {
     // location-less wildcard entries (only flags) apply to the name as it is; the longer one wins
     writeFileSync(conf, `[[registry]]\nprefix = "*.0.1"\nblocked = true\n[[registry]]\nprefix = "*.0.0.1"\ninsecure = true\n`);
     both(`${reg.addr}/lib/app:v1`);
+  });
+
+  it('blocked = true: every command fails (exit 1, not usage) before any request, as skopeo', async (t) => {
+    const d = tempDir(t, 'regconf');
+    const reg = await startDistribution(t);
+    const A = reg.addr;
+    for (const r of ['blk', 'ok']) sh('skopeo', ['copy', '-q', '--dest-tls-verify=false', base.ociRef, `docker://${A}/${r}/app:v1`]);
+    const dirSrc = join(d, 'dirsrc');
+    mkdirSync(dirSrc);
+    sh('skopeo', ['copy', '-q', base.ociRef, `dir:${join(dirSrc, 'img')}`]);
+    const conf = join(d, 'registries.conf');
+    // the registry serves the image: only the blocked entry (by prefix) stops the tools
+    writeFileSync(conf, `[[registry]]\nlocation = "${A}"\ninsecure = true\n[[registry]]\nprefix = "${A}/blk"\nlocation = "${A}/blk"\nblocked = true\n`);
+    const env = { CONTAINERS_REGISTRIES_CONF: conf };
+    const out = (w: string) => join(d, `${w}-${Math.random().toString(36).slice(2)}`);
+    const commands = (w: string): string[][] => [
+      ['inspect', `docker://${A}/blk/app:v1`],
+      ['copy', `docker://${A}/blk/app:v1`, `dir:${out(w)}`],
+      ['copy', base.ociRef, `docker://${A}/blk/other:v1`],
+      ['list-tags', `docker://${A}/blk/app`],
+      ['delete', `docker://${A}/blk/app:v1`],
+      ['sync', '--src', 'docker', '--dest', 'dir', `${A}/blk/app:v1`, out(w)],
+      ['sync', '--src', 'docker', '--dest', 'dir', `${A}/blk/app`, out(w)],
+      ['sync', '--src', 'dir', '--dest', 'docker', dirSrc, `${A}/blk`],
+    ];
+    const skopeo = commands('sk');
+    commands('ts').forEach((args, i) => {
+      const sk = spawnSync('skopeo', ['--registries-conf', conf, ...skopeo[i]!], { encoding: 'utf8' });
+      assert.equal(sk.status, 1, `skopeo ${skopeo[i]!.join(' ')}: ${sk.stderr}`);
+      assert.match(sk.stderr, new RegExp(`registry ${A}/blk is blocked in `));
+      const ts = tscopyFail(args, env);
+      assert.equal(ts.status, 1, `tscopy ${args.join(' ')}: exit ${ts.status}: ${ts.stderr}`);
+      assert.match(ts.stderr, new RegExp(`registry ${A}/blk is blocked in registries\\.conf \\(${conf.replace(/[.]/g, '\\.')}\\)`), args.join(' '));
+    });
+    // nothing was deleted or pushed; the registry's other repositories are usable
+    assert.equal(digestOf(tscopy(['inspect', '--raw', '--tls-verify=false', `docker://${A}/ok/app:v1`])), base.manifestDigest);
+    assert.deepEqual(JSON.parse(sh('skopeo', ['list-tags', '--tls-verify=false', `docker://${A}/blk/app`])).Tags, ['v1']);
+    assert.notEqual(spawnSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${A}/blk/other:v1`]).status, 0);
   });
 });

@@ -267,6 +267,16 @@ export async function isBlockedRegistry(hostAndRepo: string, env: NodeJS.Process
   return findRegistry(conf, hostAndRepo)?.blocked ?? false;
 }
 
+/**
+ * registries.conf `blocked = true` on the entry matching `host/repo` (the name as written, before any rewrite): a
+ * failure (exit 1), as containers/image's "registry X is blocked in FILE", not a usage error.
+ */
+export async function refuseBlockedRegistry(hostAndRepo: string, shown: string, env: NodeJS.ProcessEnv = process.env): Promise<RegistryEntry | undefined> {
+  const e = findRegistry(await loadRegistriesConf(env), hostAndRepo);
+  if (e?.blocked) throw new TsimageError(`${shown}: registry ${e.prefix} is blocked in registries.conf (${e.source})`);
+  return e;
+}
+
 /** One place to pull a name from: `host[:port]/repo` (rewritten), and whether plain HTTP / unverified TLS is allowed. */
 export interface PullSource {
   /** `host[:port]/path` to use instead of the name's own repository. */

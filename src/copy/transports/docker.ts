@@ -32,7 +32,7 @@ import type {
   SignatureIo,
   Transport,
 } from '../types.js';
-import { isBlockedRegistry, pullSources, pushLocation, type PullSource } from '../registry/registries.js';
+import { refuseBlockedRegistry, pullSources, pushLocation, type PullSource } from '../registry/registries.js';
 import { registryClient, type BlobUploadIo, type RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 
 export class DockerImageName implements ImageName {
@@ -282,7 +282,7 @@ const envOf = (opts?: OpenOptions) => (opts as { env?: NodeJS.ProcessEnv } | und
 
 /** registries.conf `blocked = true`: refuse before any request (containers/image does the same). */
 async function refuseBlocked(n: DockerImageName, opts?: OpenOptions): Promise<void> {
-  if (await isBlockedRegistry(repositoryName(n.ref), envOf(opts))) throw new UsageError(`registry ${n.ref.registry} is blocked in registries.conf (${n.toString()})`);
+  await refuseBlockedRegistry(repositoryName(n.ref), n.toString(), envOf(opts));
 }
 
 /** The name's reference moved to `repository` (`host/path`), same tag or digest; and its client. */
