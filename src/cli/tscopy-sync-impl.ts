@@ -74,10 +74,10 @@ async function syncCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
               await s.close();
             }
           },
-    copy: async (src, dest, so) => {
+    copy: async (src, dest, so, known) => {
       const reporter = cliReporter({ quiet: quiet || !process.stdout.isTTY ? true : false });
       try {
-        const r = await runCopy({ src, dest, options: { ...base, reporter }, srcOpen: { ...srcOpen, ...so }, destOpen, retryTimes }, log);
+        const r = await runCopy({ src, dest, options: { ...base, reporter, known }, srcOpen: { ...srcOpen, ...so }, destOpen, retryTimes }, log);
         log(`  ${summaryLine(r)}`);
         return r;
       } finally {

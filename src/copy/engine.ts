@@ -110,6 +110,11 @@ export interface CopyOptions extends Io {
    * a blob, and what this copy finds or sends is recorded. Undefined: mounts from the source repository only.
    */
   blobInfoCache?: BlobInfoCache | undefined;
+  /**
+   * What the caller read for this copy just before (sync's up-to-date check), not asked again: the source's top
+   * manifest, and the digest the destination tag names (null: none).
+   */
+  known?: { sourceManifest: ManifestBytes; destDigest: Digest | null } | undefined;
 }
 
 export interface CopyStats {
@@ -243,8 +248,9 @@ export class CopyEngine {
     const { src, dest, opts } = this;
     // verbatim copy to a tag: what the tag names now, asked while the source manifest is read
     const verbatim = !opts.format && !opts.destCompress && dest.tag !== undefined && dest.manifestDigest !== undefined;
-    const existing = verbatim ? dest.manifestDigest!(dest.tag!, this.io).catch(() => undefined) : undefined;
-    const top = await src.manifest(undefined, this.io);
+    const known = opts.known;
+    const existing = !verbatim ? undefined : known ? Promise.resolve(known.destDigest ?? undefined) : dest.manifestDigest!(dest.tag!, this.io).catch(() => undefined);
+    const top = known?.sourceManifest ?? (await src.manifest(undefined, this.io));
     // which manifests below an index this copy takes, known before the hooks run (policy checks the images copied)
     let selected: ManifestBytes | undefined;
     let instances: Descriptor[] | undefined;

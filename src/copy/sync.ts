@@ -25,7 +25,7 @@ import { TsimageError, UsageError } from '../oci/errors.js';
 import { type Io } from '../oci/io.js';
 import type { ImageName, ManifestBytes, OpenOptions } from './types.js';
 import { openDestination, openSource, parseImageName } from './transports/index.js';
-import type { CopyResult } from './engine.js';
+import type { CopyOptions, CopyResult } from './engine.js';
 import { isAttachmentTag } from './sign/attachments.js';
 
 export interface SyncImage {
@@ -65,7 +65,8 @@ export interface SyncOptions extends Io {
   imageJobs?: number | undefined;
   log: (line: string) => void;
   /** Copies one image (the CLI's runCopy with retries, hooks and progress). */
-  copy: (src: ImageName, dest: ImageName, srcOpen: OpenOptions) => Promise<CopyResult>;
+  /** known: what the up-to-date check read (the source manifest, the destination tag's digest), for the copy to reuse. */
+  copy: (src: ImageName, dest: ImageName, srcOpen: OpenOptions, known?: CopyOptions['known']) => Promise<CopyResult>;
   /** For an image found up to date (not with --dry-run): carry signatures/referrers added at the source since. */
   upToDate?: ((src: ImageName, dest: ImageName, srcOpen: OpenOptions, sourceManifest?: ManifestBytes) => Promise<void>) | undefined;
 }
@@ -251,11 +252,11 @@ export async function sync(srcArg: string, destArg: string, o: SyncOptions): Pro
   const images = sources.map((s) => destFor(s, destArg, o));
   o.log(`Syncing ${images.length} image${images.length === 1 ? '' : 's'}${o.dryRun ? ' (dry run)' : ''}`);
   // Copies: a few images at a time (blobs shared between them are sent once: CopyOptions.inflight in o.copy).
-  const copies = fastq.promise(async (img: SyncImage) => {
+  const copies = fastq.promise(async ({ img, known }: { img: SyncImage; known?: CopyOptions['known'] }) => {
     o.log(`Copying ${img.src} to ${img.dest}`);
     try {
       if (img.dest.startsWith('dir:')) await fsp.mkdir(join(img.dest.slice(4), '..'), { recursive: true });
-      await o.copy(await parseImageName(img.src), await parseImageName(img.dest), img.srcOpen);
+      await o.copy(await parseImageName(img.src), await parseImageName(img.dest), img.srcOpen, known);
       summary.copied++;
     } catch (e) {
       if (o.signal?.aborted) throw e;
@@ -268,8 +269,8 @@ export async function sync(srcArg: string, destArg: string, o: SyncOptions): Pro
   }, Math.max(1, o.imageJobs ?? 3));
   // A changed image starts copying as soon as its check says so (the other checks go on meanwhile).
   const running: Promise<void>[] = [];
-  const startCopy = (img: SyncImage) => {
-    const p = copies.push(img);
+  const startCopy = (img: SyncImage, known?: CopyOptions['known']) => {
+    const p = copies.push({ img, known });
     p.catch(() => undefined); // settled below (allSettled); never an unhandled rejection meanwhile
     running.push(p);
   };
@@ -291,7 +292,8 @@ export async function sync(srcArg: string, destArg: string, o: SyncOptions): Pro
       if (upToDate && o.upToDate && !o.dryRun)
         await o.upToDate(srcName, await parseImageName(img.dest), img.srcOpen, expected.manifest).catch((e: unknown) => (carryError = e ?? new Error('failed')));
       state.set(img, { upToDate, digest: want, carryError });
-      if (!upToDate && !o.dryRun) startCopy(img);
+      // (dir: destinations: `have` is the digest of manifest.json, not what the engine asks; it asks again)
+      if (!upToDate && !o.dryRun) startCopy(img, img.dest.startsWith('dir:') ? undefined : { sourceManifest: expected.manifest, destDigest: have ?? null });
     } catch (e) {
       state.set(img, { upToDate: false, error: e });
     }

@@ -201,10 +201,16 @@ for (const kind of kinds) {
         );
         await c.putManifest('ref/app', `sha256-${img.digest.slice(7)}`, idx, OCI_INDEX);
       }
+      let before = c.stats.requests;
       const all = await c.referrers('ref/app', img.digest);
       assert.deepEqual(all.map((d) => d.digest).sort(), [sig.digest, sbom.digest].sort());
+      // distribution: the API's 404 (and the tag) the first time; then the tag only (the client remembers the
+      // registry has no referrers API); tsregistry: the API every time
+      assert.equal(c.stats.requests - before, kind === 'distribution' ? 2 : 1);
+      before = c.stats.requests;
       const only = await c.referrers('ref/app', img.digest, { artifactType: 'application/vnd.test.sbom' });
       assert.deepEqual(only.map((d) => d.digest), [sbom.digest]);
+      assert.equal(c.stats.requests - before, 1);
       assert.deepEqual(await c.referrers('ref/app', sig.digest), []);
     });
   });

@@ -13,6 +13,17 @@ export function tscopy(args: string[], env?: NodeJS.ProcessEnv): string {
   return sh(process.execPath, [BIN, ...args], env ? { env: { ...process.env, ...env } } : {});
 }
 
+/**
+ * Run tscopy (expecting success) with TSIMAGE_DEBUG_HTTP=1: its output and the registry requests it made, one
+ * `METHOD URL` string per request (the /v2/ pings as `ping URL`).
+ */
+export function tscopyTraced(args: string[], env?: NodeJS.ProcessEnv): { stdout: string; requests: string[] } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env, TSIMAGE_DEBUG_HTTP: '1' } });
+  if (r.status !== 0) throw new Error(`tscopy ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  const requests = [...r.stderr.matchAll(/^http: @\d+ (\S+ \S+) ->/gm)].map((m) => m[1]!);
+  return { stdout: r.stdout, requests };
+}
+
 /** Run tscopy expecting a failure: exit status and stderr. */
 export function tscopyFail(args: string[], env?: NodeJS.ProcessEnv): { status: number | null; stderr: string; stdout: string } {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });

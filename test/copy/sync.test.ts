@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { requireTool, sh, startDistribution, tempDir } from '../helpers.js';
 import { baseLayout, type BaseLayout } from '../fixtures/base.js';
 import { spawnRegistry } from '../registry/util.js';
-import { NOTLS, tscopy, tscopyFail } from './engine-util.js';
+import { NOTLS, tscopy, tscopyFail, tscopyTraced } from './engine-util.js';
 import { digestOf } from '../../src/oci/digest.js';
 
 const sha = (b: Buffer | string) => digestOf(b);
@@ -61,6 +61,30 @@ describe('tscopy sync', () => {
     const pruned = tscopy(['sync', '--prune', '--src', 'docker', '--dest', 'docker', ...NOTLS, `${reg.addr}/src/app`, `${reg.addr}/mirror`]);
     assert.match(pruned, /1 copied, 2 skipped \(up to date\), 0 failed, 1 deleted/);
     assert.deepEqual(tags(reg.addr, 'mirror/app'), ['a', 'b', 'd']);
+  });
+
+  it('asks each registry once per tag: a changed tag is copied from what its check read; no lookups for a copy onto its own repository', async (t) => {
+    const dist = await startDistribution(t);
+    const digests = seed(dist.addr, 'src/app');
+    tscopy(['sync', '-q', '--src', 'docker', '--dest', 'docker', ...NOTLS, `${dist.addr}/src/app`, `${dist.addr}/mirror`]);
+    // the mirror's b and c now name a (changed at the source: copies), a is up to date
+    for (const tag of ['b', 'c']) tscopy(['copy', '-q', ...NOTLS, `docker://${dist.addr}/src/app:a`, `docker://${dist.addr}/mirror/app:${tag}`]);
+    const { stdout, requests } = tscopyTraced(['sync', '--src', 'docker', '--dest', 'docker', ...NOTLS, `${dist.addr}/src/app`, `${dist.addr}/mirror`]);
+    assert.match(stdout, /Synced 3 image\(s\): 2 copied, 1 skipped \(up to date\), 0 failed/);
+    for (const tag of ['a', 'b', 'c']) {
+      assert.equal(requests.filter((r) => r.endsWith(`/v2/src/app/manifests/${tag}`)).length, 1, `source manifest ${tag} read once: ${requests.join('\n')}`);
+      assert.equal(requests.filter((r) => r.endsWith(`/v2/mirror/app/manifests/${tag}`) && r.startsWith('HEAD')).length, 1, `destination ${tag} asked once`);
+    }
+    // distribution has no referrers API: asked at most once per concurrent copy, then the tag scheme only
+    assert.ok(requests.filter((r) => r.includes('/referrers/')).length <= 2);
+    for (const [tag, d] of Object.entries(digests)) assert.equal(sha(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dist.addr}/mirror/app:${tag}`])), d);
+    // a copy within one repository (re-tag): its signatures and referrers are already there, nothing looked up
+    const retag = tscopyTraced(['copy', '-q', ...NOTLS, `docker://${dist.addr}/src/app:a`, `docker://${dist.addr}/src/app:e`]);
+    assert.deepEqual(retag.requests.filter((r) => /\.sig$|\/referrers\/|manifests\/sha256-/.test(r)), []);
+    assert.equal(sha(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dist.addr}/src/app:e`])), digests.a);
+    // ... while a copy to another repository still looks for them
+    const other = tscopyTraced(['copy', '-q', ...NOTLS, `docker://${dist.addr}/src/app:a`, `docker://${dist.addr}/other/app:a`]);
+    assert.ok(other.requests.some((r) => r.endsWith(`/manifests/sha256-${digests.a!.slice(7)}.sig`)), other.requests.join('\n'));
   });
 
   it('YAML source (images, images-by-tag-regex, tls-verify) to distribution, --scoped, --keep-going, docker <-> dir', async (t) => {

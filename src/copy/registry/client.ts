@@ -340,6 +340,11 @@ export class RegistryClient {
    * the registry refuses when a blob is missing.
    */
   private present = new Map<string, { size: number; at: number }>();
+  /**
+   * False once the registry showed it has no referrers API (405, or a 404 that is not a registry error: the route
+   * is not served; OCI 1.1 registries with the API never answer 404 there): later lookups go straight to the tag scheme.
+   */
+  private referrersApi: boolean | undefined;
 
   constructor(registry: string, opts: RegistryClientOptions = {}) {
     this.registry = registry;
@@ -1431,7 +1436,7 @@ export class RegistryClient {
     parseDigest(digest);
     const what = `listing referrers of ${this.registry}/${repo}@${digest}`;
     const q = io.artifactType ? `?artifactType=${encodeURIComponent(io.artifactType)}` : '';
-    const api = await this.retrying(
+    const api = this.referrersApi === false ? undefined : await this.retrying(
       what,
       async () => {
         const res = await this.send({
@@ -1442,6 +1447,8 @@ export class RegistryClient {
           signal: io.signal,
         });
         if (res.statusCode === 404 || res.statusCode === 405 || res.statusCode === 400) {
+          const ct = (header(res, 'content-type') ?? '').split(';')[0]!.trim();
+          if (res.statusCode === 405 || (res.statusCode === 404 && ct !== 'application/json')) this.referrersApi = false;
           await res.body.dump();
           return undefined;
         }

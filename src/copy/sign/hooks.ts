@@ -162,6 +162,23 @@ function attachmentsSetting(x: ImageSource | ImageDestination): Promise<boolean 
   return x.sigstoreAttachments ? x.sigstoreAttachments() : Promise.resolve(undefined);
 }
 
+/**
+ * Source and destination are one registry repository (a re-tag, or a copy onto itself): its `.sig` tags and
+ * referrers are already where carrying would put them, so there is nothing to look up or copy.
+ */
+function sameRepository(ctx: CopyHookContext): boolean {
+  const a = ctx.source.name;
+  const b = ctx.destination.name;
+  if (a.transport !== 'docker' || b.transport !== 'docker' || !a.dockerReference || !b.dockerReference) return false;
+  try {
+    const x = normalizedNamed(a.dockerReference);
+    const y = normalizedNamed(b.dockerReference);
+    return x.registry === y.registry && x.repository === y.repository;
+  } catch {
+    return false;
+  }
+}
+
 /** The engine's hooks for one copy; `report` collects what they did. */
 export function signingHooks(o: SigningCopyOptions): {
   cannotModify: (ctx: CopyHookContext, digest: Digest) => Promise<string | undefined>;
@@ -181,7 +198,7 @@ export function signingHooks(o: SigningCopyOptions): {
    */
   const lookups = new Map<string, Promise<AttachmentLookup>>();
   const lookupFor = (ctx: CopyHookContext): Promise<AttachmentLookup> | undefined => {
-    if (o.removeSignatures || !ctx.destination.caps.acceptsSignatures || !ctx.source.manifestByRef || layoutOf(ctx.source)) return undefined;
+    if (o.removeSignatures || !ctx.destination.caps.acceptsSignatures || !ctx.source.manifestByRef || layoutOf(ctx.source) || sameRepository(ctx)) return undefined;
     const ref = ctx.source.name.dockerReference;
     if (!ref) return undefined;
     let key: string;
@@ -344,7 +361,7 @@ export function signingHooks(o: SigningCopyOptions): {
   }
   async function after(ctx: CopyHookContext, sign: boolean): Promise<void> {
     const signBy = sign ? o.signBy : undefined;
-    const wantCarry = !o.removeSignatures;
+    const wantCarry = !o.removeSignatures && !sameRepository(ctx);
     if (!wantCarry && !signBy) return;
     if (!ctx.destination.caps.acceptsSignatures) {
       if (signBy) throw new UsageError(`${ctx.destination.name}: this destination cannot store signatures (--sign-by-key needs a registry or an OCI layout)`);
