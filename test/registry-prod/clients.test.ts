@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { tempDir, requireTool } from '../helpers.js';
+import { podmanImagesRemovedAfter, tempDir, requireTool } from '../helpers.js';
 import { baseLayout } from '../fixtures/base.js';
 import { startWithUsers } from './util.js';
 
@@ -36,6 +36,8 @@ for (const mode of ['token', 'basic'] as const) {
       const { reg, authfile, env } = await setup(t, mode);
       const base = await baseLayout();
       const A = reg.addr;
+      // what buildah and podman pull below lands in the machine's containers-storage: untagged after the test
+      podmanImagesRemovedAfter(t, `${A}/public/base:latest`, `${A}/team/built:1`);
 
       // podman login: wrong password fails, right one succeeds
       const bad = run('podman', ['login', '--tls-verify=false', '--authfile', authfile, '-u', 'alice', '-p', 'wrong', A]);
