@@ -82,7 +82,7 @@ export function registerCopyCommands(p: Command): void {
     )
       .option('-q, --quiet', 'suppress progress output')
       .option('--digestfile <file>', 'write the digest of the copied manifest to this file')
-      .option('--preserve-digests', 'fail rather than change the manifest digest (conversion, recompression)')
+      .option('--preserve-digests', 'preserve digests of images and lists: copy manifests as they are, skipping --format/compression changes (a list that needs converting fails)')
       .option('--sign-identity <ref>', 'identity to sign for (default: the destination reference)')
       .option('--additional-tag <tag>', 'additional tags (docker-archive destinations)', collect)
       .action(async (src: string, dest: string, opts: Record<string, unknown>) => {
@@ -138,7 +138,7 @@ export function registerCopyCommands(p: Command): void {
       'each copied image',
     ),
   )
-    .option('--preserve-digests', 'fail rather than change manifest digests')
+    .option('--preserve-digests', 'preserve digests of images and lists: copy manifests as they are, skipping --format/compression changes (a list that needs converting fails)')
     .option('-q, --quiet', 'suppress progress output')
     .action(async (src: string, dest: string, opts: Record<string, unknown>) => {
       const m = await import('./tscopy-sync-impl.js');

@@ -6,8 +6,9 @@
  *   platform's child of an index), read each image's config (small, verified) when a conversion may need its
  *   diffIDs, and decide per layer whether its compression changes (--dest-compress-format, or what the
  *   destination wants), and whether the manifest format changes (--format, or what the destination accepts).
- *   Nothing changes -> the manifest bytes are copied verbatim (digests preserved); something changes and
- *   --preserve-digests -> refused before any write.
+ *   Nothing changes -> the manifest bytes are copied verbatim (digests preserved). A manifest that must not change
+ *   (--preserve-digests, signatures: cannotModify) is copied verbatim instead of converted, as containers/image
+ *   does; an index that would have to change is then refused before any write.
  * - Up to date: a verbatim copy to a tag that already names the manifest to write (one HEAD, sent alongside the
  *   source manifest's GET) writes nothing and checks no blob: the registry or layout accepted that manifest with
  *   its blobs (sync's rule for unchanged tags). afterManifest still runs (signatures added at the source since).
@@ -84,7 +85,11 @@ export interface CopyOptions extends Io {
   destCompressLevel?: number | undefined;
   /** Parallel blob copies (default 6; 1 when the destination cannot take parallel puts). */
   jobs?: number | undefined;
-  /** Fail instead of changing the manifest digest. */
+  /**
+   * Never change a manifest (containers/image's "Instructed to preserve digests"): an image is copied as it is,
+   * --format/--dest-compress-format/the destination's wishes notwithstanding ("hoping for the best"); a list that
+   * would have to change format is refused.
+   */
   preserveDigests?: boolean | undefined;
   /** Do not copy signatures (for the signing hooks). */
   removeSignatures?: boolean | undefined;
@@ -418,7 +423,6 @@ export class CopyEngine {
       let written: ManifestBytes = m;
       if (formatChanged || children.some((c, i) => c.digest !== doc.manifests[i]!.digest)) {
         listsConverted ||= formatChanged;
-        if (this.opts.preserveDigests) throw this.preserveError(formatChanged ? [...conversions, 'manifest list format'] : conversions);
         const manifests = doc.manifests.map((d, i) => ({ ...d, mediaType: children[i]!.mediaType, digest: children[i]!.digest, size: children[i]!.bytes.length }));
         const bytes = indexBytes(format, manifests, doc);
         written = { bytes, mediaType: format === 'oci' ? MediaTypes.ociIndex : MediaTypes.dockerManifestList, digest: digestOf(bytes) };
@@ -440,7 +444,7 @@ export class CopyEngine {
    * (cannotModify), else containers/image's error for a list it cannot modify.
    */
   private async checkIndexes(top: ManifestBytes, format: ManifestFormat, plans: Map<Digest, ImagePlan>): Promise<void> {
-    if (!this.opts.cannotModify) return;
+    if (!this.opts.cannotModify && !this.opts.preserveDigests) return;
     const memo = new Map<Digest, Promise<boolean>>();
     const changes = (m: ManifestBytes): Promise<boolean> => {
       let p = memo.get(m.digest);
@@ -464,10 +468,6 @@ export class CopyEngine {
       return p;
     };
     await changes(top);
-  }
-
-  private preserveError(changes: string[]): UsageError {
-    return new UsageError(`--preserve-digests: the manifest digest would change (${changes.join('; ')})`);
   }
 
   private async readConfig(d: Descriptor): Promise<Buffer> {
@@ -534,12 +534,13 @@ export class CopyEngine {
         return { source: m, doc, format: srcFormat, configOut: { desc: doc.config }, layers: doc.layers.map(keep), changed: [] };
       }
     }
-    if (changed.length && this.opts.preserveDigests) throw this.preserveError(changed);
     return { source: m, doc, format, configOut, layers, changed };
   }
 
-  /** Why a source manifest must not change (opts.cannotModify: it has signatures), or undefined. */
+  /** Why a source manifest must not change (--preserve-digests; opts.cannotModify: it has signatures), or undefined. */
   private async cannotModify(digest: Digest): Promise<string | undefined> {
+    // (containers/image: the last reason set wins, and --preserve-digests is set after "Would invalidate signatures")
+    if (this.opts.preserveDigests) return 'Instructed to preserve digests';
     if (!this.opts.cannotModify || !this.hookCtx) return undefined;
     return this.opts.cannotModify(this.hookCtx, digest);
   }
