@@ -64,6 +64,8 @@ export function openOptions(opts: Opts, side: 'src' | 'dest' | ''): OpenOptions 
     registriesDir: str(opts.registriesD),
     // oci: blobs in a directory shared by several layouts (--src-/--dest-shared-blob-dir, inspect's --shared-blob-dir)
     sharedBlobDir: str(opts[k('sharedBlobDir')]),
+    // docker-daemon: the daemon's address (--src-/--dest-daemon-host, inspect's --daemon-host)
+    daemonHost: str(opts[k('daemonHost')]),
   };
 }
 

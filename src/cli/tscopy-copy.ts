@@ -62,7 +62,7 @@ export function registerCopyCommands(p: Command): void {
       srcDestAccess(
         p
           .command('copy')
-          .description('Copy an image from one location to another (transports: docker://, oci:, oci-archive:, docker-archive:, dir:, tsbuild:)')
+          .description('Copy an image from one location to another (transports: docker://, oci:, oci-archive:, docker-archive:, docker-daemon:, dir:, tsbuild:)')
           .argument('<source-image>', 'transport:reference of the source')
           .argument('<destination-image>', 'transport:reference of the destination')
           .option('-a, --all', 'copy all images of a manifest list (children first, the list last)')
@@ -76,7 +76,9 @@ export function registerCopyCommands(p: Command): void {
           .option('-j, --jobs <n>', 'blobs copied in parallel', intArg, 6)
           .option('--retry-times <n>', 'retry the copy this many times on temporary failures', intArg, 0)
           .option('--src-shared-blob-dir <dir>', "oci: source: its blobs are in DIR/sha256 (shared across OCI layouts), not in the layout's blobs/")
-          .option('--dest-shared-blob-dir <dir>', "oci: destination: write the blobs to DIR/sha256 (shared across OCI layouts), not to the layout's blobs/"),
+          .option('--dest-shared-blob-dir <dir>', "oci: destination: write the blobs to DIR/sha256 (shared across OCI layouts), not to the layout's blobs/")
+          .option('--src-daemon-host <host>', 'docker-daemon: source: the daemon at HOST (unix:///PATH, tcp://HOST:PORT = HTTPS, http://HOST:PORT; default $DOCKER_HOST, else unix:///var/run/docker.sock)')
+          .option('--dest-daemon-host <host>', 'docker-daemon: destination: the daemon at HOST (as --src-daemon-host)'),
       ),
       'the copied image',
     )
@@ -110,6 +112,7 @@ export function registerCopyCommands(p: Command): void {
       .option('--authfile <file>', 'auth.json')
       .option('--retry-times <n>', 'retries on temporary failures', intArg, 0)
       .option('--shared-blob-dir <dir>', 'oci: blobs in DIR/sha256 (shared across OCI layouts), not in the layout\'s blobs/')
+      .option('--daemon-host <host>', 'docker-daemon: the daemon at HOST (unix:///PATH, tcp://HOST:PORT = HTTPS, http://HOST:PORT; default $DOCKER_HOST, else unix:///var/run/docker.sock)')
       .action(async (image: string, opts: Record<string, unknown>) => {
         const m = await import('./tscopy-copy-impl.js');
         process.exitCode = await m.inspectCmd(image, opts);

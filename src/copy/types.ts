@@ -13,7 +13,7 @@ import type { Digest } from '../oci/digest.js';
 import type { Io } from '../oci/io.js';
 import type { MediaType } from '../oci/mediatypes.js';
 
-/** A parsed `transport:rest` image name. `transport` is the table key (docker, oci, oci-archive, docker-archive, dir, tsbuild). */
+/** A parsed `transport:rest` image name. `transport` is the table key (docker, oci, oci-archive, docker-archive, docker-daemon, dir, tsbuild). */
 export interface ImageName {
   readonly transport: string;
   /** The part after `transport:` as the user wrote it (for messages and policy scopes). */
@@ -55,6 +55,8 @@ export interface OpenOptions extends Io {
   registriesDir?: string | undefined;
   /** oci: layouts: the blobs live in this directory (`<dir>/sha256/<hex>`), not `<layout>/blobs` (skopeo's --src/--dest-shared-blob-dir). */
   sharedBlobDir?: string | undefined;
+  /** docker-daemon: the daemon's address (skopeo's --src-/--dest-daemon-host, inspect's --daemon-host): unix://PATH, tcp://HOST:PORT (HTTPS), http://, https://. */
+  daemonHost?: string | undefined;
 }
 
 /**

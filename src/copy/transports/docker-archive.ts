@@ -23,7 +23,8 @@ interface DockerArchiveName extends ImageName {
   readonly index: number | undefined;
 }
 
-class DockerArchiveSource implements ImageSource {
+/** Exported for docker-daemon: (a `docker save` stream read as a docker-archive). */
+export class DockerArchiveSource implements ImageSource {
   constructor(
     readonly name: ImageName,
     private readonly reader: DockerArchiveReader,
@@ -58,7 +59,13 @@ const CAPS: DestinationCaps = {
   layerCompression: 'preserve',
 };
 
-class DockerArchiveDestination implements ImageDestination {
+/**
+ * Where commit() writes the archive: a file path, or a function that takes the writer (docker-daemon: streams it into
+ * the daemon's load request).
+ */
+export type DockerArchiveOutput = string | ((writer: DockerArchiveWriter, io: Io) => Promise<void>);
+
+export class DockerArchiveDestination implements ImageDestination {
   readonly caps = CAPS;
   private readonly writer = new DockerArchiveWriter();
   private readonly configs = new Map<Digest, Buffer>();
@@ -68,7 +75,7 @@ class DockerArchiveDestination implements ImageDestination {
 
   constructor(
     readonly name: ImageName,
-    private readonly file: string,
+    private readonly output: DockerArchiveOutput,
     readonly tag: string | undefined,
     private readonly additionalTags: string[] = [],
   ) {}
@@ -114,12 +121,24 @@ class DockerArchiveDestination implements ImageDestination {
 
   async commit(io: Io = {}): Promise<void> {
     if (!this.added) throw new TsimageError(`${this.name}: no image to write`);
-    await this.writer.write(this.file, { signal: io.signal });
+    if (typeof this.output === 'string') await this.writer.write(this.output, { signal: io.signal });
+    else await this.output(this.writer, { signal: io.signal });
   }
 
   async close(): Promise<void> {
     await this.writer.close();
   }
+}
+
+/** skopeo's --additional-tag values as RepoTags (docker-archive: and docker-daemon: destinations). */
+export function additionalRepoTags(tags: readonly string[] | undefined): string[] {
+  return (tags ?? []).map((t) => {
+    try {
+      return dockerRepoTag(t);
+    } catch (e) {
+      throw new UsageError(`--additional-tag ${JSON.stringify(t)}: ${(e as Error).message}`);
+    }
+  });
 }
 
 export const dockerArchiveTransport: Transport = {
@@ -159,13 +178,7 @@ export const dockerArchiveTransport: Transport = {
   },
   async destination(name, opts) {
     const n = name as DockerArchiveName;
-    const additional = (opts?.additionalTags ?? []).map((t) => {
-      try {
-        return dockerRepoTag(t);
-      } catch (e) {
-        throw new UsageError(`--additional-tag ${JSON.stringify(t)}: ${(e as Error).message}`);
-      }
-    });
+    const additional = additionalRepoTags(opts?.additionalTags);
     if (n.index !== undefined) throw new UsageError(`${name}: a source index (@N) cannot be a destination`);
     const st = await fsp.stat(n.file).catch(() => undefined);
     if (st && !st.isFile()) throw new UsageError(`docker-archive ${n.file} exists and is not a regular file`);

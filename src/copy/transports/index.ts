@@ -15,6 +15,7 @@ const table = new Map<string, Transport | (() => Promise<Transport>)>([
   ['oci', async () => (await import('./oci.js')).ociTransport],
   ['oci-archive', async () => (await import('./oci-archive.js')).ociArchiveTransport],
   ['docker-archive', async () => (await import('./docker-archive.js')).dockerArchiveTransport],
+  ['docker-daemon', async () => (await import('./docker-daemon.js')).dockerDaemonTransport],
   ['dir', async () => (await import('./dir.js')).dirTransport],
   ['tsbuild', async () => (await import('./tsbuild.js')).tsbuildTransport],
 ]);
