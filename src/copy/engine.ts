@@ -682,6 +682,16 @@ export class CopyEngine {
     if (reused) return reused;
     const bar = this.reporter.blob(kind, d);
     try {
+      if (this.src.blobToFile && this.dest.putBlobWith) {
+        // straight into the destination's temp file (a registry source downloads in a worker thread), verified there
+        const onProgress = (n: number) => bar.tick(n);
+        const out = await this.dest.putBlobWith(d, (fd) => this.src.blobToFile!(d, fd, { signal: io.signal, onProgress }), io);
+        this.located(d.digest, out.digest);
+        this.stats.bytes += d.size;
+        this.count('copied');
+        bar.done('copied');
+        return out;
+      }
       // putBlob verifies digest and size (the contract): the source need not hash the same bytes again.
       const body = await this.src.blob(d, { ...io, verify: false });
       const tap = new Tap((n) => bar.tick(n));

@@ -98,6 +98,12 @@ export interface ImageSource {
    * verified downstream anyway: one hash pass instead of two).
    */
   blob(d: Descriptor, io?: Io & { start?: number | undefined; verify?: boolean | undefined }): Promise<Readable>;
+  /**
+   * Write a blob into `fd` (an open, empty file) and return the digest and size of what was written, computed
+   * while writing (the caller verifies them). Optional capability, used with ImageDestination.putBlobWith: the
+   * docker source downloads large blobs in a worker thread this way.
+   */
+  blobToFile?(d: Descriptor, fd: number, io?: Io): Promise<{ digest: Digest; size: number }>;
   /** Tags of the repository (docker) or of the layout/archive; optional capability. */
   tags?(io?: Io): Promise<string[]>;
   /** Referrers of a manifest digest (OCI 1.1 referrers API, or the `sha256-<hex>` tag fallback); optional capability. */
@@ -182,6 +188,11 @@ export interface ImageDestination {
    * returns the stored descriptor; leaves nothing behind on failure.
    */
   putBlob(d: PutBlobInfo, body: Readable | AsyncIterable<Uint8Array>, io?: PutBlobIo): Promise<Descriptor>;
+  /**
+   * Store a blob that `fill` writes into a file the destination opened (ImageSource.blobToFile), verified against
+   * `d` from what `fill` reports, atomically; leaves nothing behind on failure. Optional capability (OCI layouts).
+   */
+  putBlobWith?(d: Descriptor, fill: (fd: number) => Promise<{ digest: Digest; size: number }>, io?: Io): Promise<Descriptor>;
   /**
    * Store a manifest. `tagOrDigest` undefined = by digest only (children of an index); a tag = also point the tag
    * at it; the manifest's own digest = the top manifest of a destination named without a tag (oci:DIR adds an

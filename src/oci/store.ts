@@ -384,6 +384,48 @@ export class OciLayout implements ContentStore {
     }
   }
 
+  /**
+   * Store a blob that `fill` writes into the temp file (given as a file descriptor, open for writing, empty) and
+   * whose digest and size `fill` reports (it hashes what it writes: e.g. a download in a worker thread). Checked
+   * against `expect` as ingest checks a stream (same errors), then fsynced and renamed into place; an existing
+   * blob short-circuits without calling `fill`.
+   */
+  async ingestWith(
+    expect: { digest: Digest; size: number; mediaType: MediaType },
+    fill: (fd: number) => Promise<{ digest: Digest; size: number }>,
+    o: Io = {},
+  ): Promise<Descriptor> {
+    const { mediaType } = expect;
+    const d = this.checked(expect.digest);
+    const what = `blob ${d}`;
+    const have = await this.stat(d);
+    if (have) {
+      if (have.size !== expect.size) throw new SizeMismatchError(expect.size, have.size, `${what} (already stored with ${have.size} bytes)`);
+      return { mediaType, digest: d, size: have.size };
+    }
+    o.signal?.throwIfAborted();
+    const dir = await this.ensureDir(digestAlgorithm(d));
+    const tmp = join(dir, tmpName());
+    let placed = false;
+    try {
+      const fh = await fsp.open(tmp, 'wx', 0o644);
+      try {
+        const got = await fill(fh.fd);
+        if (got.size !== expect.size) throw new SizeMismatchError(expect.size, got.size, what);
+        if (got.digest !== d) throw new DigestMismatchError(d, got.digest, what);
+        if (this.sync) await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fsp.rename(tmp, this.blobPath(d));
+      placed = true;
+      if (this.sync) await fsyncDir(dir);
+      return { mediaType, digest: d, size: expect.size };
+    } finally {
+      if (!placed) await fsp.rm(tmp, { force: true }).catch(() => {});
+    }
+  }
+
   /** Store bytes held in memory (manifests, configs); returns their descriptor plus `extra` fields. */
   async putBytes(mediaType: MediaType, bytes: Uint8Array | string, extra?: Partial<Omit<Descriptor, 'digest' | 'size'>>): Promise<Descriptor> {
     const buf = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;

@@ -14,7 +14,8 @@
  */
 import { Readable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
-import { readdirSync, readFileSync } from 'node:fs';
+import { ftruncate, read as fsRead, readdirSync, readFileSync, write as fsWrite } from 'node:fs';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import type { Dispatcher, Pool } from 'undici';
@@ -61,6 +62,11 @@ export interface RegistryClientOptions {
   retryDelayMs?: number | undefined;
   maxRetryDelayMs?: number | undefined;
   userAgent?: string | undefined;
+  /**
+   * getBlobToFile: blobs of at least this many bytes are downloaded by a worker thread (blob-workers.ts; default
+   * 4 MiB; TSIMAGE_BLOB_WORKERS=0 turns the workers off).
+   */
+  workerMinSize?: number | undefined;
   /** Connections per origin (default 16). */
   connections?: number | undefined;
   /** Upload PATCH size: bytes retained until the registry acknowledges them (default 16 MiB). */
@@ -276,6 +282,9 @@ export interface UploadStats {
   resumes: number;
 }
 
+/** Whether a blob worker pool may have been started (closeRegistryClients stops it). */
+let blobWorkersUsed = false;
+
 let undiciMod: Promise<{ Pool: typeof import('undici').Pool }> | undefined;
 /**
  * undici's Pool only (its index also loads fetch, WebSocket, cookies...: ~3x the start-up time of a CLI copy).
@@ -332,7 +341,7 @@ export class RegistryClient {
   private closed = false;
   readonly retryTimes: number;
   /** Counters (tests and summaries). */
-  readonly stats = { requests: 0, retries: 0, resumedDownloads: 0, resumedUploads: 0, restartedUploads: 0, patches: 0, tokenFetches: 0 };
+  readonly stats = { requests: 0, retries: 0, resumedDownloads: 0, resumedUploads: 0, restartedUploads: 0, patches: 0, tokenFetches: 0, workerDownloads: 0, workerFallbacks: 0 };
   /**
    * Blobs this client saw in a repository (HEAD 200 or its own upload; mounts are not recorded), so that the copies of one command that share
    * layers (a sync of many tags, `--all`) check each blob once per repository. Kept for PRESENT_TTL_MS: a
@@ -949,6 +958,88 @@ export class RegistryClient {
     return Readable.from(gen(), { objectMode: false, highWaterMark: 2 * 1024 * 1024 });
   }
 
+  /**
+   * Download a blob into `fd` (an open, empty file: the temp file of an atomic ingest) and return the digest and
+   * size of what was written; the caller compares them with what it expects (and fsyncs, renames). Blobs of at
+   * least `workerMinSize` bytes are downloaded by a worker thread (hashing and writing there: the main thread stays
+   * free, a pull uses every core); whatever the worker could not finish (an error status, a broken connection, a
+   * crash) continues here from the bytes it wrote, with getBlob's retries, Range resume and error messages.
+   */
+  async getBlobToFile(repo: string, d: { digest: Digest; size: number }, fd: number, io: Io = {}): Promise<BlobInfo> {
+    const signal = io.signal;
+    const alg = digestAlgorithm(d.digest);
+    let from = 0;
+    let ticked = 0; // progress reported by the worker
+    const tick = (n: number) => {
+      ticked += n;
+      io.onProgress?.(n);
+    };
+    let pool: import('./blob-workers.js').BlobWorkerPool | undefined;
+    if (d.size >= (this.opts.workerMinSize ?? 4 * 1024 * 1024)) {
+      blobWorkersUsed = true;
+      pool = (await import('./blob-workers.js')).blobWorkers(this.opts.env);
+    }
+    if (pool) {
+      await this.ping(signal);
+      const headers: Record<string, string> = this.baseHeaders();
+      const a = await this.authorization(this.pullScope(repo), signal);
+      if (a) headers.authorization = a;
+      const url = `${this.origin}/v2/${repo}/blobs/${d.digest}`;
+      const t0 = DEBUG_HTTP ? performance.now() : 0;
+      this.stats.workerDownloads++;
+      const r = await pool.run({ url, headers, fd, size: d.size, algorithm: alg, tls: url.startsWith('https:') ? this.connectOptions() : undefined }, { signal, onProgress: tick });
+      if (DEBUG_HTTP) process.stderr.write(`http: @${t0.toFixed(0)} worker GET ${url} -> ${r.kind}${r.kind === 'status' ? ` ${r.status}` : ''} (${(performance.now() - t0).toFixed(1)} ms)\n`);
+      if (r.kind !== 'crash') this.stats.requests += r.requests;
+      if (r.kind === 'ok') return { digest: r.digest as Digest, size: r.size };
+      signal?.throwIfAborted();
+      this.stats.workerFallbacks++;
+      if (r.kind === 'net' && r.written > 0) {
+        // a broken connection: continue from the bytes on disk (as getBlob resumes with Range)
+        from = r.written;
+        this.stats.retries++;
+        this.stats.resumedDownloads++;
+      } else {
+        // anything else: from byte 0 (getBlob then reports the registry's error, or retries)
+        await promisify(ftruncate)(fd, 0);
+      }
+    }
+    // here: the main thread (small blobs, no workers, or what a worker left)
+    const hasher = new Hasher(alg);
+    if (from > 0) {
+      // hash what the worker wrote (its hash state stays in the worker)
+      const buf = Buffer.allocUnsafe(Math.min(from, 1024 * 1024));
+      for (let pos = 0; pos < from; ) {
+        const { bytesRead: n } = await promisify(fsRead)(fd, buf, 0, Math.min(buf.length, from - pos), pos);
+        if (n === 0) throw new TsimageError(`internal: ${from} bytes of blob ${d.digest} expected on disk, ${pos} found`);
+        hasher.update(buf.subarray(0, n));
+        pos += n;
+      }
+    }
+    // progress: each byte once (bytes the worker counted and that are read again are not counted twice)
+    let recount = Math.max(0, ticked - from);
+    const onProgress = (n: number) => {
+      const again = Math.min(recount, n);
+      recount -= again;
+      if (n > again) io.onProgress?.(n - again);
+    };
+    const body = await this.getBlob(repo, d, { signal, start: from, verify: false, onProgress });
+    let pos = from;
+    try {
+      // chunk by chunk (undici's are <= 64 KiB): larger writes cost more system time here (see blob-workers.ts)
+      for await (const c of body as AsyncIterable<Buffer>) {
+        hasher.update(c);
+        for (let off = 0; off < c.length; ) {
+          const { bytesWritten } = await promisify(fsWrite)(fd, c, off, c.length - off, pos);
+          off += bytesWritten;
+          pos += bytesWritten;
+        }
+      }
+    } finally {
+      body.destroy();
+    }
+    return { digest: hasher.digest(), size: pos };
+  }
+
   /** Read a small blob (config, signature payload) whole, capped (default 4 MiB) and verified. */
   async getBlobBytes(repo: string, d: { digest: Digest; size?: number | undefined }, io: Io & { limit?: number } = {}): Promise<Buffer> {
     const limit = io.limit ?? MAX_MANIFEST_SIZE;
@@ -1528,4 +1619,5 @@ export async function closeRegistryClients(): Promise<void> {
   const cs = [...clients.values()];
   clients.clear();
   await Promise.all(cs.map((c) => c.close()));
+  if (blobWorkersUsed) await (await import('./blob-workers.js')).closeBlobWorkers();
 }

@@ -140,6 +140,10 @@ export class DockerSource implements ImageSource {
     return this.client.getBlob(this.repo, d, { signal: signalOf(io, this.io), onProgress: io?.onProgress, start: io?.start, verify: io?.verify });
   }
 
+  async blobToFile(d: Descriptor, fd: number, io?: Io): Promise<{ digest: Digest; size: number }> {
+    return this.client.getBlobToFile(this.repo, d, fd, { signal: signalOf(io, this.io), onProgress: io?.onProgress });
+  }
+
   async tags(io?: Io): Promise<string[]> {
     return this.client.listTags(this.repo, { signal: signalOf(io, this.io) });
   }

@@ -104,6 +104,10 @@ export class LayoutDestination implements ImageDestination {
     return stored;
   }
 
+  async putBlobWith(d: Descriptor, fill: (fd: number) => Promise<{ digest: Digest; size: number }>, io: Io = {}): Promise<Descriptor> {
+    return this.layout.ingestWith({ digest: d.digest, size: d.size, mediaType: d.mediaType }, fill, { signal: io.signal });
+  }
+
   async putManifest(m: ManifestBytes, tagOrDigest?: string): Promise<void> {
     const desc = await this.layout.putBytes(m.mediaType, m.bytes);
     if (desc.digest !== m.digest) throw new OciError('DIGEST_INVALID', `manifest digest ${m.digest} given for content that hashes to ${desc.digest}`);
