@@ -9,12 +9,12 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PEERS, requireTool, sh, tempDir, freePort } from '../helpers.js';
 import { tscopy, tscopyFail } from './engine-util.js';
-import { baseLayout, type BaseLayout } from '../fixtures/base.js';
+import { baseLayout, baseLayoutCopy, type BaseLayout } from '../fixtures/base.js';
 import { OciLayout, parseManifest, parseConfig } from '../../src/oci/index.js';
 import { digestOf } from '../../src/oci/digest.js';
 
@@ -207,6 +207,28 @@ describe('docker-daemon: failures, as skopeo', () => {
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /docker-daemon:localhost\/tsimage-test\/nope:v1: loading image from docker engine: Error response from daemon: .*image not known/);
     assertNoImage(join(d, 'out'));
+    assert.deepEqual(daemonTemps(), []);
+  });
+
+  it('a corrupt source layer: exit 1, nothing loaded into the daemon, no temp files', async (t) => {
+    const d = tempDir(t, 'daemon-corrupt');
+    const layout = await baseLayoutCopy(d);
+    const m = parseManifest(await layout.readBytes(base.manifestDigest));
+    assert.equal(m.kind, 'manifest');
+    const layer = m.kind === 'manifest' ? m.doc.layers[0]!.digest : '';
+    const p = layout.blobPath(layer as never);
+    const bytes = readFileSync(p);
+    bytes.writeUInt8(bytes.readUInt8(bytes.length - 100) ^ 0xff, bytes.length - 100);
+    chmodSync(p, 0o644);
+    writeFileSync(p, bytes);
+    const img = 'localhost/tsimage-test/corrupt:v1';
+    const r = tscopyFail(['copy', '-q', '--dest-daemon-host', daemon.host, `oci:${d}:latest`, `docker-daemon:${img}`]);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /sha256:/);
+    const sk = spawnSync('skopeo', ['inspect', '--daemon-host', daemon.host, `docker-daemon:${img}`], { encoding: 'utf8' });
+    assert.notEqual(sk.status, 0, 'the daemon has no such image');
+    assert.match(sk.stderr, /image not known/);
+    assert.deepEqual(readdirSync(tmpdir()).filter((f) => f.startsWith('tsimage-darchive-')), [], 'the writer\'s staging dir is removed');
     assert.deepEqual(daemonTemps(), []);
   });
 
