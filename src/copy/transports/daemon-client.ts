@@ -1,7 +1,6 @@
 /**
  * A minimal Docker Engine API client for the docker-daemon: transport (containers/image docker/daemon/client.go):
- * the daemon's address as skopeo takes it (--src-/--dest-daemon-host, inspect's --daemon-host), one undici Pool per
- * command, requests without an API version prefix (the daemon's current version: Docker 25+ refuses the 1.22 that
+ * the daemon's address as skopeo takes it (--src-/--dest-daemon-host, inspect's --daemon-host), node:http, requests without an API version prefix (the daemon's current version: Docker 25+ refuses the 1.22 that
  * containers/image 5.23 sends; podman's compat API serves both).
  *
  * Addresses: `unix:///path` (a socket), `http://host:port` (plain HTTP), `tcp://host:port` and `https://host:port`
@@ -13,9 +12,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import type { Readable } from 'node:stream';
-import type { Dispatcher, Pool } from 'undici';
+import { finished, pipeline } from 'node:stream/promises';
 import { OciError, TsimageError, UsageError } from '../../oci/errors.js';
 import { MAX_MANIFEST_SIZE, readAll } from '../../oci/io.js';
 
@@ -24,7 +24,7 @@ export const DEFAULT_DOCKER_HOST = 'unix:///var/run/docker.sock';
 export interface DaemonAddress {
   /** As the user gave it (or the default): used in messages. */
   host: string;
-  /** undici origin. */
+  /** Scheme and host:port (unix sockets: http://localhost). */
   origin: string;
   socketPath?: string | undefined;
   tls?: { ca?: Buffer | undefined; cert?: Buffer | undefined; key?: Buffer | undefined; rejectUnauthorized: boolean } | undefined;
@@ -69,52 +69,31 @@ export function daemonAddress(opts: { daemonHost?: string | undefined; certDir?:
   return { host, origin: `https://${hostPort}`, tls };
 }
 
-let poolMod: Promise<typeof Pool> | undefined;
-/** undici's Pool from its deep modules (as src/copy/registry/client.ts: the package index loads fetch, WebSocket...). */
-const loadPool = () =>
-  (poolMod ??= (async () => {
-    try {
-      const [pool, dispatcher, api] = await Promise.all([
-        import('undici/lib/dispatcher/pool.js'),
-        import('undici/lib/dispatcher/dispatcher.js'),
-        import('undici/lib/api/index.js'),
-      ]);
-      Object.assign((dispatcher.default as { prototype: object }).prototype, api.default);
-      // no TurboFan tier-up of llhttp's wasm (see src/copy/registry/client.ts)
-      setFlagsFromString('--liftoff-only');
-      return pool.default as typeof Pool;
-    } catch {
-      const m = await import('undici');
-      setFlagsFromString('--liftoff-only');
-      return m.Pool;
-    }
-  })());
-
 /** Connection-level failures: the daemon is not there (skopeo: "Cannot connect to the Docker daemon at HOST. Is the docker daemon running?"). */
 function isConnectError(e: unknown): boolean {
   const code = (e as { code?: unknown })?.code;
   return typeof code === 'string' && /^(ENOENT|ECONNREFUSED|EACCES|ENOTSOCK|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|UND_ERR_CONNECT_TIMEOUT|UND_ERR_SOCKET)$/.test(code);
 }
 
+/** A daemon's answer: status and the body stream. */
+export interface DaemonResponse {
+  statusCode: number;
+  body: IncomingMessage;
+}
+
+/** Drain a response body. */
+export async function drain(body: Readable): Promise<void> {
+  body.resume();
+  await finished(body).catch(() => undefined);
+}
+
+/**
+ * One connection per request (`agent: false`): a command makes one or two requests, and no keep-alive socket may
+ * hold the process open. node:http, not undici: a short command pays ~40 ms for undici's first request (its modules
+ * and llhttp's WebAssembly), node:http ~10 ms (measured against podman's service).
+ */
 export class DaemonClient {
-  private pool: Pool | undefined;
-
   constructor(readonly addr: DaemonAddress) {}
-
-  private async dispatcher(): Promise<Pool> {
-    if (!this.pool) {
-      const P = await loadPool();
-      this.pool = new P(this.addr.origin, {
-        connections: 4,
-        ...(this.addr.socketPath ? { socketPath: this.addr.socketPath } : {}),
-        ...(this.addr.tls ? { connect: { ...this.addr.tls } } : {}),
-        // a load of a big image can take long before the daemon answers; the body has no timeout either
-        headersTimeout: 0,
-        bodyTimeout: 0,
-      });
-    }
-    return this.pool;
-  }
 
   /**
    * One request; a connection failure becomes skopeo's "Cannot connect to the Docker daemon at HOST" (with the
@@ -125,39 +104,56 @@ export class DaemonClient {
     method: 'GET' | 'POST' | 'HEAD',
     path: string,
     o: { body?: Readable | undefined; headers?: Record<string, string> | undefined; signal?: AbortSignal | undefined } = {},
-  ): Promise<Dispatcher.ResponseData> {
-    const pool = await this.dispatcher();
-    let res: Dispatcher.ResponseData;
+  ): Promise<DaemonResponse> {
+    const a = this.addr;
+    const u = new URL(a.origin);
+    const target = a.socketPath
+      ? { socketPath: a.socketPath }
+      : { host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port || (a.tls ? 443 : 80), ...(a.tls ?? {}) };
+    let res: IncomingMessage;
     try {
-      res = await pool.request({ method, path, headers: { ...(this.addr.socketPath ? { host: 'docker' } : {}), ...o.headers }, body: o.body, signal: o.signal });
+      res = await new Promise<IncomingMessage>((resolve, reject) => {
+        const req = (a.tls ? httpsRequest : httpRequest)({
+          ...target,
+          method,
+          path,
+          agent: false,
+          headers: { ...(a.socketPath ? { host: 'docker' } : {}), ...o.headers },
+          ...(o.signal ? { signal: o.signal } : {}),
+        });
+        req.once('response', resolve);
+        req.once('error', reject);
+        if (o.body) pipeline(o.body, req).catch((e: unknown) => req.destroy(e as Error));
+        else req.end();
+      });
     } catch (e) {
-      if (o.signal?.aborted) throw e;
+      if (o.signal?.aborted) throw o.signal.reason ?? e;
       if (isConnectError(e)) {
         const cause = (e as { code?: string }).code;
-        throw new TsimageError(`${what}: Cannot connect to the Docker daemon at ${this.addr.host}. Is the docker daemon running? (${cause}${this.addr.socketPath ? ` on ${this.addr.socketPath}` : ''})`, { cause: e });
+        throw new TsimageError(`${what}: Cannot connect to the Docker daemon at ${a.host}. Is the docker daemon running? (${cause}${a.socketPath ? ` on ${a.socketPath}` : ''})`, { cause: e });
       }
-      if (this.addr.tls && /SSL|TLS|certificate|wrong version number|EPROTO/i.test(`${(e as Error).message} ${(e as { code?: string }).code ?? ''}`))
+      if (a.tls && /SSL|TLS|certificate|wrong version number|EPROTO/i.test(`${(e as Error).message} ${(e as { code?: string }).code ?? ''}`))
         throw new TsimageError(
-          `${what}: TLS connection to the Docker daemon at ${this.addr.host} failed: ${(e as { reason?: string }).reason ?? (e as Error).message.split('\n')[0]}${this.addr.host.startsWith('tcp://') ? ' (tcp:// means HTTPS, as in skopeo: use http://HOST:PORT for a plain-HTTP daemon)' : ''}`,
+          `${what}: TLS connection to the Docker daemon at ${a.host} failed: ${(e as { reason?: string }).reason ?? (e as Error).message.split('\n')[0]}${
+            a.host.startsWith('tcp://') ? ' (tcp:// means HTTPS, as in skopeo: use http://HOST:PORT for a plain-HTTP daemon)' : ''
+          }`,
           { cause: e },
         );
-      throw new TsimageError(`${what}: ${(e as Error).message} (docker daemon at ${this.addr.host})`, { cause: e });
+      throw new TsimageError(`${what}: ${(e as Error).message} (docker daemon at ${a.host})`, { cause: e });
     }
-    if (res.statusCode >= 200 && res.statusCode < 300) return res;
-    const text = (await readAll(res.body, MAX_MANIFEST_SIZE, 'daemon error response').catch(() => Buffer.alloc(0))).toString('utf8').trim();
+    const statusCode = res.statusCode ?? 0;
+    if (statusCode >= 200 && statusCode < 300) return { statusCode, body: res };
+    const text = (await readAll(res, MAX_MANIFEST_SIZE, 'daemon error response').catch(() => Buffer.alloc(0))).toString('utf8').trim();
     let msg = text;
     try {
       const j = JSON.parse(text) as { message?: unknown };
       if (typeof j.message === 'string' && j.message) msg = j.message;
     } catch {}
-    const full = `${what}: Error response from daemon: ${msg || `HTTP ${res.statusCode}`}`;
-    if (res.statusCode === 404) throw new OciError('MANIFEST_UNKNOWN', full, { status: 404 });
+    const full = `${what}: Error response from daemon: ${msg || `HTTP ${statusCode}`}`;
+    if (statusCode === 404) throw new OciError('MANIFEST_UNKNOWN', full, { status: 404 });
     throw new TsimageError(full);
   }
 
-  async close(): Promise<void> {
-    const p = this.pool;
-    this.pool = undefined;
-    if (p) await p.destroy().catch(() => {});
-  }
+  /** Nothing pooled: kept so that callers need not know. */
+  async close(): Promise<void> {}
 }

@@ -26,7 +26,7 @@ import type { Digest } from '../../oci/digest.js';
 import type { ImageName, OpenOptions, Transport } from '../types.js';
 import { additionalRepoTags, DockerArchiveDestination, DockerArchiveSource } from './docker-archive.js';
 import { LocalName } from './common.js';
-import { DaemonClient, daemonAddress } from './daemon-client.js';
+import { DaemonClient, daemonAddress, drain } from './daemon-client.js';
 
 interface DaemonName extends ImageName {
   /** The image ID (config digest) for `docker-daemon:sha256:...`. */
@@ -187,7 +187,7 @@ export const dockerDaemonTransport: Transport = {
     try {
       // fail before any blob is staged when the daemon is not there
       const res = await client.request(`${name}: initializing docker engine client`, 'GET', '/_ping', { signal: opts.signal });
-      await res.body.dump();
+      await drain(res.body);
     } catch (e) {
       await client.close();
       throw e;
