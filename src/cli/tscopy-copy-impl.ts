@@ -179,6 +179,20 @@ export function summaryLine(r: CopyResult): string {
   return line;
 }
 
+/** skopeo's --encryption-key/--encrypt-layer/--decryption-key (crypt.ts and jose loaded only when given). */
+async function cryptOptions(opts: Opts): Promise<Pick<CopyOptions, 'encrypt' | 'decrypt'>> {
+  const list = (v: unknown): string[] => (Array.isArray(v) ? (v as string[]) : []);
+  const encKeys = list(opts.encryptionKey);
+  const decKeys = list(opts.decryptionKey);
+  const layers = Array.isArray(opts.encryptLayer) ? (opts.encryptLayer as number[]) : [];
+  if (encKeys.length && decKeys.length) throw new UsageError('--encryption-key and --decryption-key cannot be specified together');
+  if (layers.length && !encKeys.length) throw new UsageError('--encrypt-layer can only be used with --encryption-key');
+  if (!encKeys.length && !decKeys.length) return {};
+  const c = await import('../copy/crypt.js');
+  if (encKeys.length) return { encrypt: new c.JweEncrypter(c.loadEncryptionKeys(encKeys), layers) };
+  return { decrypt: new c.JweDecrypter(await c.loadDecryptionKeys(decKeys)) };
+}
+
 export async function copyCmd(srcArg: string, destArg: string, opts: Opts): Promise<number> {
   try {
     return await copyCmdInner(srcArg, destArg, opts);
@@ -194,6 +208,7 @@ async function copyCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
   if (multiArch === 'system' && opts.all === true) throw new UsageError('--all and --multi-arch system contradict each other');
   if (opts.destDecompress === true && (opts.destCompressFormat !== undefined || opts.destCompressLevel !== undefined))
     throw new UsageError('--dest-decompress and --dest-compress-format/--dest-compress-level contradict each other');
+  const crypt = await cryptOptions(opts);
   const reporter = cliReporter({ quiet: opts.quiet === true });
   const log = (s: string) => (opts.quiet ? process.stderr.write(`${s}\n`) : reporter.message(s));
   const destOpen: OpenOptions = { ...openOptions(opts, 'dest'), additionalTags: Array.isArray(opts.additionalTag) ? (opts.additionalTag as string[]) : undefined };
@@ -211,6 +226,7 @@ async function copyCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
     destCompressLevel: typeof opts.destCompressLevel === 'number' ? opts.destCompressLevel : undefined,
     reporter,
     ...hooks,
+    ...crypt,
   };
   if (options.destCompressLevel !== undefined && Number.isNaN(options.destCompressLevel)) throw new UsageError('--dest-compress-level: want a number');
   if (!opts.quiet) reporter.message('Getting image source signatures');

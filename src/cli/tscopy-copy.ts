@@ -21,6 +21,17 @@ function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
 }
 
+/** skopeo's --encrypt-layer (an int slice: repeatable, comma-separated, negative from the end). */
+function collectInts(v: string, prev: number[] = []): number[] {
+  const out = [...prev];
+  for (const part of v.split(',')) {
+    const n = Number(part.trim());
+    if (part.trim() === '' || !Number.isInteger(n)) throw new InvalidArgumentError(`want layer indexes (0 = first, -1 = last), not ${JSON.stringify(v)}`);
+    out.push(n);
+  }
+  return out;
+}
+
 function overrides(c: Command): Command {
   return c
     .option('--override-os <os>', 'use OS instead of the running OS for choosing images')
@@ -87,6 +98,9 @@ export function registerCopyCommands(p: Command): void {
       .option('--preserve-digests', 'preserve digests of images and lists: copy manifests as they are, skipping --format/compression changes (a list that needs converting fails)')
       .option('--sign-identity <ref>', 'identity to sign for (default: the destination reference)')
       .option('--additional-tag <tag>', 'additional tags (docker-archive destinations)', collect)
+      .option('--encryption-key <protocol:keyfile>', 'encrypt the layers for this recipient (ocicrypt format; protocol jwe: an RSA or EC public key in PEM); repeatable', collect)
+      .option('--encrypt-layer <index>', 'with --encryption-key: encrypt only this layer (0 = first, -1 = last; repeatable or comma-separated; default all)', collectInts)
+      .option('--decryption-key <keyfile[:passphrase]>', 'decrypt encrypted layers with this private key (PEM, DER or JWK; passphrase as pass=, file=, fd= or plain); repeatable', collect)
       .action(async (src: string, dest: string, opts: Record<string, unknown>) => {
         const m = await import('./tscopy-copy-impl.js');
         process.exitCode = await m.copyCmd(src, dest, opts);

@@ -25,7 +25,7 @@ import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import fastq from 'fastq';
 import { compressStream, decompressStream } from '../oci/compress.js';
-import { digestOf, verifying, type Digest } from '../oci/digest.js';
+import { digestOf, verifying, type Digest, type VerifyingStream } from '../oci/digest.js';
 import type { BlobInfoCache } from './blobinfo.js';
 import { hostPlatform } from '../oci/platform.js';
 import { isIndexType, isManifestType, MediaTypes, type Compression, type MediaType } from '../oci/mediatypes.js';
@@ -45,6 +45,7 @@ import {
   type ManifestFormat,
 } from './convert.js';
 import { quietReporter, type BlobOutcome, type CopyReporter } from './progress.js';
+import { decryptedType, ENCRYPTED_SUFFIX, isEncryptedType, withoutEncAnnotations, type LayerDecrypter, type LayerEncrypter, type LayerEncryption, type UnwrappedLayer } from './crypt.js';
 
 export interface CopyHookContext {
   src: ImageSource;
@@ -91,6 +92,13 @@ export interface CopyOptions extends Io {
    * would have to change format is refused.
    */
   preserveDigests?: boolean | undefined;
+  /**
+   * Encrypt image layers (skopeo's --encryption-key/--encrypt-layer; crypt.ts): the selected layers not encrypted
+   * yet are encrypted after any recompression; the manifest must be OCI. Not with `decrypt`.
+   */
+  encrypt?: LayerEncrypter | undefined;
+  /** Decrypt the encrypted layers (skopeo's --decryption-key; crypt.ts): every key is unwrapped before anything is written. */
+  decrypt?: LayerDecrypter | undefined;
   /** Do not copy signatures (for the signing hooks). */
   removeSignatures?: boolean | undefined;
   reporter?: CopyReporter | undefined;
@@ -156,6 +164,10 @@ interface LayerJob {
   to: Compression;
   diffID?: Digest | undefined;
   mediaType: MediaType;
+  /** Encrypt the (recompressed) blob. */
+  encrypt?: boolean | undefined;
+  /** Decrypt the source blob first (its key unwrapped at plan time). */
+  decrypt?: UnwrappedLayer | undefined;
 }
 
 interface ImagePlan {
@@ -174,8 +186,16 @@ function formatOf(mt: MediaType): ManifestFormat {
 }
 
 function wantedFormat(srcType: MediaType, opts: CopyOptions, dest: ImageDestination, index: boolean): ManifestFormat {
-  if (opts.format) return opts.format === 'v2s2' ? 'docker' : 'oci';
   const accepted = dest.caps.manifestTypes;
+  if (opts.encrypt) {
+    // ocicrypt's annotations and +encrypted media types exist in OCI manifests only (skopeo 1.9.3 with --format v2s2
+    // writes the encrypted blobs under a Docker manifest without them: an image nobody can decrypt)
+    if (opts.format === 'v2s2') throw new UsageError('encrypted layers need the OCI manifest format: --encryption-key cannot be used with --format v2s2');
+    const t = index ? MediaTypes.ociIndex : MediaTypes.ociManifest;
+    if (accepted.length && !accepted.includes(t)) throw new UsageError(`${dest.name} cannot store OCI manifests: encrypted layers need the OCI format`);
+    return 'oci';
+  }
+  if (opts.format) return opts.format === 'v2s2' ? 'docker' : 'oci';
   if (accepted.length === 0 || accepted.includes(srcType)) return formatOf(srcType);
   const want = index ? [MediaTypes.ociIndex, MediaTypes.dockerManifestList] : [MediaTypes.ociManifest, MediaTypes.dockerManifest];
   const t = want.find((w) => accepted.includes(w));
@@ -252,7 +272,7 @@ export class CopyEngine {
     const t0 = process.hrtime.bigint();
     const { src, dest, opts } = this;
     // verbatim copy to a tag: what the tag names now, asked while the source manifest is read
-    const verbatim = !opts.format && !opts.destCompress && dest.tag !== undefined && dest.manifestDigest !== undefined;
+    const verbatim = !opts.format && !opts.destCompress && !opts.encrypt && !opts.decrypt && dest.tag !== undefined && dest.manifestDigest !== undefined;
     const known = opts.known;
     const existing = !verbatim ? undefined : known ? Promise.resolve(known.destDigest ?? undefined) : dest.manifestDigest!(dest.tag!, this.io).catch(() => undefined);
     const top = known?.sourceManifest ?? (await src.manifest(undefined, this.io));
@@ -488,11 +508,27 @@ export class CopyEngine {
     // The config's diffIDs matter only to a change of format or compression. A verbatim copy does not read it
     // first (one round trip less before the blobs start): it travels as a blob, verified by the destination.
     // (Like skopeo, a layer then counts as compressed by its media type, never by comparing diffID and digest.)
+    // layers to decrypt (encrypted, keys given) are planned as their plain media type
+    const decrypting = (l: Descriptor): boolean => this.opts.decrypt !== undefined && isEncryptedType(l.mediaType);
+    const plainType = (l: Descriptor): MediaType => (decrypting(l) ? decryptedType(l.mediaType) : l.mediaType);
+    const encryptSet = this.encryptSet(doc.layers.length);
+    const crypto = doc.layers.map((l, i) => ({ enc: encryptSet.has(i) && !isEncryptedType(l.mediaType), dec: decrypting(l) }));
+    const cryptoLayer = crypto.findIndex((c) => c.enc || c.dec);
+    if (cryptoLayer >= 0) {
+      // containers/image: never silently copied as it is (the user asked for encryption/decryption)
+      const why = await this.cannotModify(m.digest);
+      if (why) throw new TsimageError(`layer ${doc.layers[cryptoLayer]!.digest} should be ${crypto[cryptoLayer]!.enc ? 'encrypted' : 'decrypted'}, but we can't modify the manifest: ${why}`);
+    }
     const needConfig =
       format !== srcFormat ||
       this.opts.destCompress !== undefined ||
       caps === 'decompress' ||
-      (caps === 'compress' && doc.layers.some((l) => isImageLayerType(l.mediaType) && layerCompression(l.mediaType) === 'none'));
+      (caps === 'compress' && doc.layers.some((l) => isImageLayerType(plainType(l)) && layerCompression(plainType(l)) === 'none'));
+    // every key unwrapped before anything is written (a key that fits no recipient fails here)
+    const settled = await Promise.allSettled(doc.layers.map((l, i) => (crypto[i]!.dec ? this.opts.decrypt!.unwrap(l) : undefined)));
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason; // the first layer in order that cannot be decrypted
+    const unwrapped = settled.map((r) => (r as PromiseFulfilledResult<UnwrappedLayer | undefined>).value);
     const configBytes = needConfig ? await this.readConfig(doc.config) : undefined;
     const diffIDs = isImage && configBytes ? parseConfig(configBytes).rootfs.diff_ids : undefined;
     let configOut: ImagePlan['configOut'] = { desc: doc.config, bytes: configBytes };
@@ -508,23 +544,34 @@ export class CopyEngine {
       }
     }
     const layers: LayerJob[] = doc.layers.map((l, i) => {
-      if (!isImageLayerType(l.mediaType) || !isImage) {
+      const { enc } = crypto[i]!;
+      const dec = unwrapped[i];
+      const mt = plainType(l);
+      if (!isImageLayerType(mt) || !isImage) {
+        if (enc || dec) throw new UsageError(`${this.src.name}: cannot ${enc ? 'encrypt' : 'decrypt'} ${l.mediaType} layer ${l.digest} (not an image layer)`);
         if (this.opts.destCompress) throw new UsageError(`${this.src.name}: cannot recompress ${l.mediaType} layer ${l.digest} (not an image layer)`);
+        if (format === 'docker' && isEncryptedType(l.mediaType))
+          throw new UsageError(`${this.src.name}: layer ${l.digest} is encrypted (${l.mediaType}): a Docker schema 2 manifest cannot carry it (decrypt it with --decryption-key, or keep the OCI format)`);
         return { src: l, from: 'none', to: 'none', mediaType: l.mediaType };
       }
       const diffID = diffIDs?.[i];
-      const from: Compression = diffID && diffID === l.digest ? 'none' : layerCompression(l.mediaType);
+      const from: Compression = diffID && diffID === (dec ? dec.digest : l.digest) ? 'none' : layerCompression(mt);
       let to: Compression = from;
       if (this.opts.destCompress) to = this.opts.destCompress;
       else if (caps === 'compress' && from === 'none') to = 'gzip';
-      else if (caps === 'decompress') to = 'none';
+      else if (caps === 'decompress' && !enc) to = 'none';
       if (to !== from && !diffID) throw new OciError('MANIFEST_INVALID', `${this.src.name}: layer ${i} has no diffID in the config: cannot recompress`);
-      const mediaType = layerTypeFor(format, l.mediaType, to);
-      return { src: l, from, to, diffID, mediaType };
+      let mediaType = layerTypeFor(format, mt, to);
+      if (enc) mediaType += ENCRYPTED_SUFFIX;
+      return { src: l, from, to, diffID, mediaType, encrypt: enc || undefined, decrypt: dec };
     });
     const recompressed = layers.filter((l) => l.from !== l.to);
+    const encrypted = layers.filter((l) => l.encrypt).length;
+    const decrypted = layers.filter((l) => l.decrypt).length;
+    if (decrypted) changed.push(`${decrypted} layer(s) decrypted`);
     if (recompressed.length) changed.push(`${recompressed.length} layer(s) ${recompressed[0]!.to === 'none' ? 'decompressed' : `compressed with ${recompressed[0]!.to}`}`);
-    else if (format === srcFormat && layers.some((l) => l.mediaType !== l.src.mediaType)) changed.push('layer media types changed');
+    if (encrypted) changed.push(`${encrypted} layer(s) encrypted`);
+    if (!changed.length && format === srcFormat && layers.some((l) => l.mediaType !== l.src.mediaType)) changed.push('layer media types changed');
     if (changed.length) {
       // containers/image: a manifest with signatures is never modified (copied as it is, the conversion skipped)
       const why = await this.cannotModify(m.digest);
@@ -535,6 +582,20 @@ export class CopyEngine {
       }
     }
     return { source: m, doc, format, configOut, layers, changed };
+  }
+
+  /** --encryption-key: the indexes of the layers to encrypt (--encrypt-layer, negative from the end; none = all). */
+  private encryptSet(n: number): Set<number> {
+    const e = this.opts.encrypt;
+    if (!e) return new Set();
+    if (!e.layers?.length) return new Set(Array.from({ length: n }, (_, i) => i));
+    const out = new Set<number>();
+    for (const i of e.layers) {
+      const j = i < 0 ? n + i : i;
+      if (j < 0 || j >= n) throw new UsageError(`--encrypt-layer ${i}: ${this.src.name} has ${n} layer(s) (0..${n - 1}, or -1..-${n} from the end)`);
+      out.add(j);
+    }
+    return out;
   }
 
   /** Why a source manifest must not change (--preserve-digests; opts.cannotModify: it has signatures), or undefined. */
@@ -551,6 +612,7 @@ export class CopyEngine {
       const d = this.done.get(this.key(l));
       if (!d) throw new TsimageError(`internal: layer ${l.src.digest} was not copied`);
       const desc: Descriptor = { ...l.src, mediaType: l.mediaType, digest: d.digest, size: d.size };
+      if (l.encrypt || l.decrypt) desc.annotations = d.annotations;
       return desc;
     });
     const bytes = imageManifestBytes(plan.format, plan.configOut.desc, layers, plan.format === 'oci' && formatOf(plan.source.mediaType) === 'oci' ? { annotations: plan.doc.annotations, subject: plan.doc.subject, artifactType: plan.doc.artifactType } : {});
@@ -560,7 +622,7 @@ export class CopyEngine {
   private readonly done = new Map<string, Descriptor>();
 
   private key(l: LayerJob): string {
-    return `${l.src.digest}|${l.from}>${l.to}`;
+    return `${l.src.digest}|${l.from}>${l.to}${l.decrypt ? '|decrypt' : ''}${l.encrypt ? '|encrypt' : ''}`;
   }
 
   private async copyBlobs(plans: ImagePlan[]): Promise<void> {
@@ -587,13 +649,14 @@ export class CopyEngine {
         const c = plan.configOut;
         add(`config|${c.desc.digest}`, () => (c.bytes ? this.copyConfig(c.desc, c.bytes, io) : this.copyPlain(c.desc, io, 'config')));
         for (const l of plan.layers) {
-          if (l.src.urls?.length && l.from === l.to) {
+          const asIs = l.from === l.to && !l.encrypt && !l.decrypt;
+          if (l.src.urls?.length && asIs) {
             // Foreign layers stay where their URLs say (as skopeo does for registries).
             this.done.set(this.key(l), l.src);
             this.blobs.set(this.key(l), Promise.resolve(l.src));
             continue;
           }
-          add(this.key(l), () => (l.from === l.to ? this.copyPlain(l.src, io) : this.copyTransformed(l, io)));
+          add(this.key(l), () => (asIs ? this.copyPlain(l.src, io) : this.copyTransformed(l, io)));
         }
       }
       const results = await Promise.allSettled(tasks);
@@ -713,6 +776,10 @@ export class CopyEngine {
     }
   }
 
+  /**
+   * A layer that changes on the way: source -> verify(source digest) -> [decrypt -> verify(plain digest)] ->
+   * [decompress -> verify(diffID) -> compress] -> [encrypt] -> destination (which computes the new digest).
+   */
   private async copyTransformed(l: LayerJob, io: Io): Promise<Descriptor> {
     const d = l.src;
     const bar = this.reporter.blob('blob', d);
@@ -720,22 +787,36 @@ export class CopyEngine {
       const body = await this.src.blob(d, { ...io, verify: false });
       const tap = new Tap((n) => bar.tick(n));
       const stages: (Readable | Transform | NodeJS.ReadWriteStream)[] = [body, verifying({ digest: d.digest, size: d.size, what: `layer ${d.digest}` }), tap];
-      if (l.from !== 'none') {
-        stages.push(decompressStream(l.from));
-        if (l.diffID) stages.push(verifying({ digest: l.diffID, what: `uncompressed layer ${d.digest} (diffID)` }));
+      if (l.decrypt) stages.push(l.decrypt.stream(), verifying({ digest: l.decrypt.digest, what: `decrypted layer ${d.digest}` }));
+      if (l.from !== l.to) {
+        if (l.from !== 'none') {
+          stages.push(decompressStream(l.from));
+          if (l.diffID) stages.push(verifying({ digest: l.diffID, what: `uncompressed layer ${d.digest} (diffID)` }));
+        }
+        if (l.to !== 'none') stages.push(compressStream(l.to, { level: this.opts.destCompressLevel }));
       }
-      if (l.to !== 'none') stages.push(compressStream(l.to, { level: this.opts.destCompressLevel }));
+      let plain: VerifyingStream | undefined;
+      let encryption: LayerEncryption | undefined;
+      if (l.encrypt) {
+        encryption = this.opts.encrypt!.encryptor();
+        // what is encrypted is the source blob (verified above), or the recompressed one (hashed here)
+        if (l.from !== l.to || l.decrypt) stages.push((plain = verifying({})));
+        stages.push(encryption.stream);
+      }
       let out: Descriptor | undefined;
       const sink = async (source: AsyncIterable<Uint8Array>) => {
         out = await this.dest.putBlob({ mediaType: l.mediaType }, source, io);
       };
       await (pipeline as unknown as (...a: unknown[]) => Promise<void>)(...stages, sink, io.signal ? { signal: io.signal } : {});
       if (!out) throw new TsimageError(`internal: layer ${d.digest} not stored`);
+      let annotations = l.decrypt ? withoutEncAnnotations(d.annotations) : d.annotations;
+      if (encryption) annotations = { ...annotations, ...(await encryption.annotations(plain ? plain.result!.digest : d.digest)) };
       this.located(d.digest, out.digest);
       this.stats.bytes += tap.bytes;
       this.count('copied');
-      bar.done('copied', `(${l.from} -> ${l.to}: ${out.digest})`);
-      return { ...out, mediaType: l.mediaType };
+      const what = [l.decrypt ? 'decrypted' : '', l.from !== l.to ? `${l.from} -> ${l.to}` : '', l.encrypt ? 'encrypted' : ''].filter(Boolean).join(', ');
+      bar.done('copied', `(${what}: ${out.digest})`);
+      return { ...out, mediaType: l.mediaType, annotations };
     } catch (e) {
       bar.fail(e);
       throw e;
