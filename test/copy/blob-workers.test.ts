@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { fileHashes, listenLoopback, requireTool, runAsync, sh, startDistribution, tempDir } from '../helpers.js';
 import { RegistryClient } from '../../src/copy/index.js';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
-import { startTsregistry } from '../registry-prod/util.js';
+import { startTsregistry, startWithUsers } from '../registry-prod/util.js';
 import { BIN, NOTLS } from './engine-util.js';
 
 type T = Parameters<typeof tempDir>[0];
@@ -260,4 +260,36 @@ describe('blob download workers', () => {
       assert.ok(readFileSync(file).equals(data));
     }
   });
+
+  for (const mode of ['token', 'basic'] as const) {
+    it(`${mode} auth: the worker sends the main thread's Authorization; a refused user gets the registry's error`, async (t) => {
+      const { reg, dir } = await startWithUsers(t, mode, [{ repos: ['team/**'], users: ['alice'], actions: ['pull', 'push'] }], 'bwauth');
+      const env = { ...process.env, HOME: join(dir, 'home'), XDG_RUNTIME_DIR: join(dir, 'run'), REGISTRY_AUTH_FILE: '', DOCKER_CONFIG: '' };
+      const data = randomBytes(5 * MiB);
+      const dg = digestOf(data);
+      const alice = new RegistryClient(reg.addr, { tlsVerify: false, creds: 'alice:alice-secret', env, workerMinSize: 1 });
+      t.after(() => alice.close());
+      await alice.putBlob('team/app', { digest: dg, size: data.length }, Readable.from([data]));
+      const file = join(tempDir(t, 'bw'), 'blob');
+      let fd = openSync(file, 'wx+');
+      try {
+        assert.deepEqual(await alice.getBlobToFile('team/app', { digest: dg, size: data.length }, fd), { digest: dg, size: data.length });
+      } finally {
+        closeSync(fd);
+      }
+      assert.ok(readFileSync(file).equals(data));
+      assert.equal(alice.stats.workerDownloads, 1, 'in a worker');
+      assert.equal(alice.stats.workerFallbacks, 0, 'the worker was let in');
+      // anonymous: the worker gets a 401, the main thread asks again and reports the registry's refusal
+      const anon = new RegistryClient(reg.addr, { tlsVerify: false, creds: {}, env, workerMinSize: 1, retryDelayMs: 10 });
+      t.after(() => anon.close());
+      fd = openSync(`${file}-anon`, 'wx+');
+      try {
+        await assert.rejects(anon.getBlobToFile('team/app', { digest: dg, size: data.length }, fd), (e: any) => /UNAUTHORIZED|DENIED|401|403/.test(e.message) && e.message.includes(dg));
+      } finally {
+        closeSync(fd);
+      }
+      assert.equal(anon.stats.workerFallbacks, 1);
+    });
+  }
 });
