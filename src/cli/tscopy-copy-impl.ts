@@ -124,10 +124,10 @@ export async function signingHooks(
  * Start a docker:// registry's ping (scheme choice, auth challenge; the first request loads the HTTP stack)
  * while the rest of the command starts up. Errors are ignored here: the real first request pings again.
  */
-export function warmUp(name: ImageName, open: OpenOptions): void {
+export function warmUp(name: ImageName, open: OpenOptions, push: boolean): void {
   if (name.transport !== 'docker') return;
   import('../copy/transports/docker.js')
-    .then((m) => m.dockerClient(name, open).ping(open.signal))
+    .then(async (m) => (await m.firstClient(name, open, push)).ping(open.signal))
     .catch(() => undefined);
 }
 
@@ -213,8 +213,8 @@ async function copyCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
   const log = (s: string) => (opts.quiet ? process.stderr.write(`${s}\n`) : reporter.message(s));
   const destOpen: OpenOptions = { ...openOptions(opts, 'dest'), additionalTags: Array.isArray(opts.additionalTag) ? (opts.additionalTag as string[]) : undefined };
   setMaxListeners(0, rootController.signal);
-  warmUp(src, openOptions(opts, 'src'));
-  warmUp(dest, destOpen);
+  warmUp(src, openOptions(opts, 'src'), false);
+  warmUp(dest, destOpen, true);
   const hooks = await signingHooks(opts, destOpen, log);
   const options: CopyOptions = {
     ...commonCopyOptions(opts),

@@ -28,8 +28,8 @@ async function syncCmdInner(srcArg: string, destArg: string, opts: Opts): Promis
   const srcOpen = openOptions(opts, 'src');
   const destOpen = openOptions(opts, 'dest');
   // ping the registries while the rest starts up
-  if (srcTransport === 'docker') void parseImageName(`docker://${srcArg.replace(/^docker:\/\//, '')}`).then((n) => warmUp(n, srcOpen), () => undefined);
-  if (destTransport === 'docker') void parseImageName(`docker://${destArg.replace(/^docker:\/\//, '').replace(/\/+$/, '')}/x`).then((n) => warmUp(n, destOpen), () => undefined);
+  if (srcTransport === 'docker') void parseImageName(`docker://${srcArg.replace(/^docker:\/\//, '')}`).then((n) => warmUp(n, srcOpen, false), () => undefined);
+  if (destTransport === 'docker') void parseImageName(`docker://${destArg.replace(/^docker:\/\//, '').replace(/\/+$/, '')}/x`).then((n) => warmUp(n, destOpen, true), () => undefined);
   const { carryOnly, ...hooks } = await signingHooks(opts, destOpen, (s) => process.stderr.write(`${s}\n`));
   const retryTimes = typeof opts.retryTimes === 'number' ? opts.retryTimes : 0;
   const base: CopyOptions = {

@@ -6,7 +6,7 @@
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { requireTool, sh, startDistribution, tempDir } from '../helpers.js';
@@ -134,5 +134,36 @@ describe('registries.conf validation (containers/image rules)', () => {
     assert.equal(digestOf(tscopy(['inspect', '--raw', '--tls-verify=false', `docker://${A}/ok/app:v1`])), base.manifestDigest);
     assert.deepEqual(JSON.parse(sh('skopeo', ['list-tags', '--tls-verify=false', `docker://${A}/blk/app`])).Tags, ['v1']);
     assert.notEqual(spawnSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${A}/blk/other:v1`]).status, 0);
+  });
+
+  it('insecure per prefix (the entry matching the name, not the host): copy to/from, inspect, sync, as skopeo', async (t) => {
+    const d = tempDir(t, 'regconf');
+    const reg = await startDistribution(t);
+    const A = reg.addr;
+    const conf = join(d, 'registries.conf');
+    const env = { CONTAINERS_REGISTRIES_CONF: conf };
+    // no TLS flag anywhere below: plain HTTP only where registries.conf allows it
+    const both = (args: (tool: 'sk' | 'ts') => string[], ok: boolean, what: string): void => {
+      const sk = spawnSync('skopeo', ['--registries-conf', conf, ...args('sk')], { encoding: 'utf8' });
+      const ts = tscopyFail(args('ts'), env);
+      assert.equal(sk.status, ok ? 0 : 1, `skopeo ${what}: ${sk.stderr}`);
+      assert.equal(ts.status, ok ? 0 : 1, `tscopy ${what}: ${ts.stderr}`);
+      if (!ok) assert.match(ts.stderr, /https:\/\/127\.0\.0\.1:\d+\/v2\//, what);
+    };
+    // an insecure namespace on a registry that is otherwise TLS-only
+    writeFileSync(conf, `[[registry]]\nprefix = "${A}/team"\nlocation = "${A}/team"\ninsecure = true\n`);
+    both((w) => ['copy', '-q', base.ociRef, `docker://${A}/team/${w}:v1`], true, 'push under the prefix');
+    both((w) => ['copy', '-q', base.ociRef, `docker://${A}/other/${w}:v1`], false, 'push outside the prefix');
+    both((w) => ['inspect', '--raw', `docker://${A}/team/${w}:v1`], true, 'inspect under the prefix');
+    both((w) => ['copy', '-q', `docker://${A}/team/${w}:v1`, `dir:${join(d, `pull-${w}`)}`], true, 'pull under the prefix');
+    both((w) => ['copy', '-q', `docker://${A}/team/${w}:v1`, `docker://${A}/team/${w}-copy:v1`], true, 'registry to registry under the prefix');
+    both((w) => ['sync', '--src', 'docker', '--dest', 'dir', `${A}/team/${w}`, join(d, `sync-${w}`)], true, 'sync a repository under the prefix');
+    assert.equal(digestOf(readFileSync(join(d, 'pull-ts', 'manifest.json'))), base.manifestDigest);
+    assert.deepEqual(readFileSync(join(d, 'sync-ts', 'ts:v1', 'manifest.json')), readFileSync(join(d, 'sync-sk', 'sk:v1', 'manifest.json')));
+    // and the reverse: an insecure host with a namespace that does not say insecure (the longest prefix decides)
+    writeFileSync(conf, `[[registry]]\nlocation = "${A}"\ninsecure = true\n[[registry]]\nprefix = "${A}/sec"\nlocation = "${A}/sec"\n`);
+    both((w) => ['copy', '-q', base.ociRef, `docker://${A}/sec/${w}:v1`], false, 'push to a secure namespace of an insecure host');
+    both((w) => ['inspect', '--raw', `docker://${A}/sec/${w}:v1`], false, 'inspect in a secure namespace of an insecure host');
+    both((w) => ['copy', '-q', base.ociRef, `docker://${A}/open/${w}:v1`], true, 'push elsewhere on the insecure host');
   });
 });

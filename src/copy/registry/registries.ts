@@ -284,6 +284,18 @@ export interface PullSource {
   insecure: boolean;
   /** A mirror (not the entry's location). */
   mirror: boolean;
+  /** A registries.conf entry matched the name: `insecure` is its word for this name (prefix-level), not a default. */
+  configured?: boolean;
+}
+
+/**
+ * The TLS setting for a pull source or push location: the command line's, else the matching entry's `insecure` for
+ * this very name or endpoint (containers/image FindRegistry(name) / the mirror's own flag; an entry for a prefix
+ * under an insecure host is secure unless it says otherwise), else undefined (the client looks the host up).
+ */
+export function tlsVerifyFor(where: PullSource, cli: boolean | undefined): boolean | undefined {
+  if (cli !== undefined) return cli;
+  return where.configured ? !where.insecure : undefined;
 }
 
 function rewrite(e: RegistryEntry, to: string, repoName: string): string {
@@ -304,9 +316,9 @@ export async function pullSources(repoName: string, byDigest: boolean, env: Node
   const out: PullSource[] = [];
   for (const m of e.mirrors) {
     if ((m.pullFromMirror === 'digest-only' && !byDigest) || (m.pullFromMirror === 'tag-only' && byDigest)) continue;
-    out.push({ repository: rewrite(e, m.location, repoName), insecure: m.insecure, mirror: true });
+    out.push({ repository: rewrite(e, m.location, repoName), insecure: m.insecure, mirror: true, configured: true });
   }
-  out.push({ repository: rewrite(e, e.location, repoName), insecure: e.insecure, mirror: false });
+  out.push({ repository: rewrite(e, e.location, repoName), insecure: e.insecure, mirror: false, configured: true });
   return out;
 }
 

@@ -32,7 +32,7 @@ import type {
   SignatureIo,
   Transport,
 } from '../types.js';
-import { refuseBlockedRegistry, pullSources, pushLocation, type PullSource } from '../registry/registries.js';
+import { refuseBlockedRegistry, pullSources, pushLocation, tlsVerifyFor, type PullSource } from '../registry/registries.js';
 import { registryClient, type BlobUploadIo, type RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 
 export class DockerImageName implements ImageName {
@@ -293,8 +293,20 @@ async function refuseBlocked(n: DockerImageName, opts?: OpenOptions): Promise<vo
 function placed(n: DockerImageName, where: PullSource, opts?: OpenOptions): { at: ImageReference; client: RegistryClient } {
   const at = parseReference(`${where.repository}${n.ref.digest ? `@${n.ref.digest}` : `:${n.ref.tag ?? 'latest'}`}`);
   // registries.conf's insecure for this location or mirror, unless the command line said otherwise
-  const tlsVerify = opts?.tlsVerify ?? (where.insecure ? false : undefined);
+  const tlsVerify = tlsVerifyFor(where, opts?.tlsVerify);
   return { at, client: registryClient(at.registry, clientOptions({ ...opts, tlsVerify })) };
+}
+
+/**
+ * The client source() (push: destination()) talks to first: the first pull source (or the push location) with its
+ * registries.conf TLS setting (never a blocked one). For a warm-up ping that the copy then reuses.
+ */
+export async function firstClient(name: ImageName, opts: OpenOptions | undefined, push: boolean): Promise<RegistryClient> {
+  const n = nameOf(name);
+  await refuseBlocked(n, opts);
+  const repo = repositoryName(n.ref);
+  const where = push ? await pushLocation(repo, envOf(opts)) : (await pullSources(repo, n.ref.digest !== undefined, envOf(opts)))[0]!;
+  return placed(n, where, opts).client;
 }
 
 export const dockerTransport: Transport = {
@@ -306,7 +318,9 @@ export const dockerTransport: Transport = {
     const io = { signal: opts?.signal };
     const sources = await pullSources(repositoryName(n.ref), n.ref.digest !== undefined, envOf(opts));
     const withDir = <T extends { registriesDir: string | undefined }>(x: T): T => Object.assign(x, { registriesDir: opts?.registriesDir });
-    if (sources.length === 1 && sources[0]!.repository === repositoryName(n.ref)) return withDir(new DockerSource(n, dockerClient(n, opts), io));
+    // (the entry matching the name decides insecure, prefix-level: a client per host and TLS setting)
+    if (sources.length === 1 && sources[0]!.repository === repositoryName(n.ref))
+      return withDir(new DockerSource(n, dockerClient(n, { ...opts, tlsVerify: tlsVerifyFor(sources[0]!, opts?.tlsVerify) }), io));
     // registries.conf mirrors (then the location): the first that serves the manifest is the source
     const failures: string[] = [];
     let last: unknown;
@@ -331,7 +345,7 @@ export const dockerTransport: Transport = {
     await refuseBlocked(n, opts);
     const io = { signal: opts?.signal };
     const where = await pushLocation(repositoryName(n.ref), envOf(opts));
-    const dest = where.repository === repositoryName(n.ref) ? new DockerDestination(n, dockerClient(n, opts), io) : (() => {
+    const dest = where.repository === repositoryName(n.ref) ? new DockerDestination(n, dockerClient(n, { ...opts, tlsVerify: tlsVerifyFor(where, opts?.tlsVerify) }), io) : (() => {
       const { at, client } = placed(n, where, opts);
       return new DockerDestination(n, client, io, at);
     })();
