@@ -144,6 +144,8 @@ function parseKey(data: Buffer, file: string, priv: boolean, passphrase?: Buffer
   if (text.includes('-----BEGIN ')) {
     // createPublicKey would derive the public key from a private one: ocicrypt says "not a public key"
     if (!priv && /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text)) throw new UsageError(`${file}: not a public key (the jwe protocol encrypts for a public key: give the .pub, e.g. openssl pkey -pubout)`);
+    if (priv && !passphrase && /-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(text))
+      throw new UsageError(`${file}: the private key is encrypted: give its passphrase (--decryption-key ${file}:PASSPHRASE)`);
     if (priv) attempts.push(() => createPrivateKey({ key: data, format: 'pem', ...(passphrase ? { passphrase } : {}) }));
     else attempts.push(() => createPublicKey({ key: data, format: 'pem' }));
   } else if (text.trimStart().startsWith('{')) {

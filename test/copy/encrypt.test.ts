@@ -252,6 +252,56 @@ describe('tscopy encrypts, skopeo decrypts', () => {
   });
 });
 
+describe('more', () => {
+  it('--all: an index of encrypted images, decrypted by skopeo and tscopy to the same index', () => {
+    // an index (platform linux/amd64) over the plain image
+    const idx = fresh('index');
+    sh('cp', ['-a', `${plain.dir}/.`, idx]);
+    const child = { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: plain.manifestDigest, size: readFileSync(blobPath(idx, plain.manifestDigest)).length, platform: { architecture: 'amd64', os: 'linux' } };
+    const ib = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [child] }));
+    const id = putBlob(idx, ib);
+    writeFileSync(join(idx, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.index.v1+json', digest: id, size: ib.length, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }] }));
+    const enc = fresh('ts-enc-all');
+    tscopy(['copy', '-q', '--all', '--encryption-key', `jwe:${keys.rsaPub}`, `oci:${idx}:latest`, `oci:${enc}:latest`]);
+    const top = readLayout(enc).manifestDigest;
+    const encIndex = JSON.parse(readFileSync(blobPath(enc, top), 'utf8')) as { manifests: Desc[] };
+    const encChild = encIndex.manifests[0]!.digest;
+    assert.notEqual(encChild, plain.manifestDigest);
+    const encManifest = JSON.parse(readFileSync(blobPath(enc, encChild), 'utf8')) as Manifest;
+    assertEncrypted({ dir: enc, ref: '', manifestDigest: encChild, manifest: encManifest }, 2);
+    const bySkopeo = fresh('sk-dec-all');
+    skopeo(['copy', '-q', '--all', '--decryption-key', keys.rsa, `oci:${enc}:latest`, `oci:${bySkopeo}:latest`]);
+    const byTscopy = fresh('ts-dec-all');
+    tscopy(['copy', '-q', '--all', '--decryption-key', keys.rsa, `oci:${enc}:latest`, `oci:${byTscopy}:latest`]);
+    const a = readLayout(bySkopeo).manifestDigest;
+    assert.equal(readLayout(byTscopy).manifestDigest, a);
+    const dec = JSON.parse(readFileSync(blobPath(bySkopeo, a), 'utf8')) as { manifests: Desc[] };
+    assert.equal(dec.manifests[0]!.digest, plain.manifestDigest);
+  });
+
+  it('a passphrase-protected private key (KEYFILE:PASS, pass=, file=)', () => {
+    const key = join(dir, 'rsa-pass.pem');
+    const pub = join(dir, 'rsa-pass.pub.pem');
+    sh('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-aes-256-cbc', '-pass', 'pass:s3cret', '-out', key]);
+    sh('openssl', ['pkey', '-in', key, '-passin', 'pass:s3cret', '-pubout', '-out', pub]);
+    const passFile = join(dir, 'pass.txt');
+    writeFileSync(passFile, 's3cret');
+    const enc = fresh('ts-enc-pass');
+    tscopy(['copy', '-q', '--encryption-key', `jwe:${pub}`, '--encrypt-layer', '1', `oci:${plain.dir}:latest`, `oci:${enc}:latest`]);
+    // (skopeo 1.9.3's ocicrypt reads "KEYFILE:PASS" as a file name: it cannot use such a key at all)
+    for (const spec of [`${key}:s3cret`, `${key}:pass=s3cret`, `${key}:file=${passFile}`]) {
+      const o = fresh('ts-dec-pass');
+      tscopy(['copy', '-q', '--decryption-key', spec, `oci:${enc}:latest`, `oci:${o}:latest`]);
+      assertPlain(readLayout(o));
+    }
+    for (const [spec, re] of [[key, /the private key is encrypted: give its passphrase/], [`${key}:nope`, /wrong passphrase/]] as const) {
+      const r = tscopyFail(['copy', '-q', '--decryption-key', spec, `oci:${enc}:latest`, `oci:${fresh('ts-dec-nopass')}:latest`]);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, re);
+    }
+  });
+});
+
 describe('refusals', () => {
   it('a decryption key that fits no recipient: names the layer, writes nothing', () => {
     const enc = fresh('sk-enc-wrong');
