@@ -82,7 +82,7 @@ function tmpFiles(layout: string): string[] {
 }
 
 describe('blob download workers', () => {
-  it('pull into an OCI layout: large blobs in workers; skopeo reads the layout with the same digests; same files without workers', async (t) => {
+  it('pull into an OCI layout: large blobs in workers; skopeo reads the layout with the same digests; same files without workers; dir: too', async (t) => {
     requireTool('skopeo');
     const reg = await startDistribution(t);
     const img = await pushImage(reg.addr, 'w/img');
@@ -103,6 +103,13 @@ describe('blob download workers', () => {
     assert.equal(r0.code, 0, r0.err);
     assert.doesNotMatch(r0.err, / worker GET /);
     assert.deepEqual(fileHashes(join(d, 'm')), fileHashes(join(d, 'w')));
+
+    // dir: the same way; the same files as skopeo's own pull into a dir:
+    const rd = await runAsync('env', ['TSIMAGE_DEBUG_HTTP=1', process.execPath, BIN, 'copy', '-q', ...NOTLS, `docker://${reg.addr}/w/img:v1`, `dir:${join(d, 'dir')}`]);
+    assert.equal(rd.code, 0, rd.err);
+    assert.equal(rd.err.split('\n').filter((l) => / worker GET .* -> ok /.test(l)).length, 2, rd.err);
+    sh('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${reg.addr}/w/img:v1`, `dir:${join(d, 'skdir')}`]);
+    assert.deepEqual(fileHashes(join(d, 'dir')), fileHashes(join(d, 'skdir')));
   });
 
   it('a corrupted blob (digest mismatch) fails the copy naming the blob; no tag, no blob, no temp file left', async (t) => {

@@ -14,7 +14,7 @@ import { MediaTypes } from '../../oci/mediatypes.js';
 import { OciError, TsimageError, UsageError } from '../../oci/errors.js';
 import { type Descriptor } from '../../oci/manifest.js';
 import type { PutBlobInfo, DestinationCaps, ImageDestination, ImageName, ImageSource, ManifestBytes, ReuseResult, SignatureIo, Transport } from '../types.js';
-import { explicitPath, LocalName, manifestBytes, pathNamespaces, writeBlobFile } from './common.js';
+import { explicitPath, LocalName, manifestBytes, pathNamespaces, writeBlobFile, writeBlobFileWith } from './common.js';
 
 export const DIR_VERSION = 'Directory Transport Version: 1.1\n';
 
@@ -120,6 +120,11 @@ class DirDestination implements ImageDestination {
 
   putBlob(d: PutBlobInfo, body: Readable | AsyncIterable<Uint8Array>, io: Io = {}): Promise<Descriptor> {
     return writeBlobFile(this.dir, blobName, d, body, io);
+  }
+
+  /** A blob written by the source into our temp file (a registry's, downloaded in a worker thread). */
+  putBlobWith(d: Descriptor, fill: (fd: number) => Promise<{ digest: Digest; size: number }>): Promise<Descriptor> {
+    return writeBlobFileWith(this.dir, blobName, d, fill);
   }
 
   async putManifest(m: ManifestBytes, tagOrDigest?: string): Promise<void> {
