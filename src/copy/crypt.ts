@@ -70,7 +70,7 @@ export interface LayerEncrypter {
 export interface UnwrappedLayer {
   /** The digest of the decrypted blob (ocicrypt's private options `digest`). */
   digest: Digest;
-  stream(): Transform;
+  stream(): CtrHmacStream;
 }
 
 /** What the copy engine needs to decrypt (CopyOptions.decrypt). */
@@ -79,9 +79,11 @@ export interface LayerDecrypter {
   unwrap(desc: Descriptor): Promise<UnwrappedLayer>;
 }
 
-class CtrHmacStream extends Transform {
+export class CtrHmacStream extends Transform {
   private readonly cipher;
   private readonly hmac;
+  /** The end was reached and the HMAC computed (and, decrypting, checked). */
+  finished = false;
   constructor(
     private readonly encrypt: boolean,
     key: Buffer,
@@ -104,6 +106,7 @@ class CtrHmacStream extends Transform {
       if (this.encrypt) this.hmac.update(last);
       this.push(last);
     }
+    this.finished = true;
     cb(this.onEnd(this.hmac.digest()));
   }
 }

@@ -24,7 +24,7 @@ import { setMaxListeners } from 'node:events';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import fastq from 'fastq';
-import { compressStream, decompressStream } from '../oci/compress.js';
+import { CompressionError, compressStream, decompressStream } from '../oci/compress.js';
 import { digestOf, verifying, type Digest, type VerifyingStream } from '../oci/digest.js';
 import type { BlobInfoCache } from './blobinfo.js';
 import { hostPlatform } from '../oci/platform.js';
@@ -45,7 +45,7 @@ import {
   type ManifestFormat,
 } from './convert.js';
 import { quietReporter, type BlobOutcome, type CopyReporter } from './progress.js';
-import { decryptedType, ENCRYPTED_SUFFIX, isEncryptedType, withoutEncAnnotations, type LayerDecrypter, type LayerEncrypter, type LayerEncryption, type UnwrappedLayer } from './crypt.js';
+import { decryptedType, ENCRYPTED_SUFFIX, isEncryptedType, withoutEncAnnotations, type LayerDecrypter, type LayerEncrypter, type LayerEncryption, type UnwrappedLayer, type CtrHmacStream } from './crypt.js';
 
 export interface CopyHookContext {
   src: ImageSource;
@@ -783,11 +783,13 @@ export class CopyEngine {
   private async copyTransformed(l: LayerJob, io: Io): Promise<Descriptor> {
     const d = l.src;
     const bar = this.reporter.blob('blob', d);
+    let decrypting: CtrHmacStream | undefined;
     try {
       const body = await this.src.blob(d, { ...io, verify: false });
       const tap = new Tap((n) => bar.tick(n));
       const stages: (Readable | Transform | NodeJS.ReadWriteStream)[] = [body, verifying({ digest: d.digest, size: d.size, what: `layer ${d.digest}` }), tap];
-      if (l.decrypt) stages.push(l.decrypt.stream(), verifying({ digest: l.decrypt.digest, what: `decrypted layer ${d.digest}` }));
+      decrypting = l.decrypt?.stream();
+      if (decrypting) stages.push(decrypting, verifying({ digest: l.decrypt!.digest, what: `decrypted layer ${d.digest}` }));
       if (l.from !== l.to) {
         if (l.from !== 'none') {
           stages.push(decompressStream(l.from));
@@ -819,6 +821,9 @@ export class CopyEngine {
       return { ...out, mediaType: l.mediaType, annotations };
     } catch (e) {
       bar.fail(e);
+      // decrypted data is authenticated (HMAC) only at its end: a decompressor may fail on modified data first
+      if (decrypting && !decrypting.finished && e instanceof CompressionError)
+        throw new TsimageError(`decrypting layer ${d.digest}: ${e.message} (before the end of the layer, where its HMAC is checked: the encrypted layer was probably modified or is corrupt)`, { cause: e });
       throw e;
     }
   }

@@ -341,6 +341,11 @@ describe('refusals', () => {
     // no plaintext of the tampered layer either (blobs only appear complete and verified)
     const plainLast = plain.manifest.layers[2]!.digest;
     assert.ok(!existsSync(blobPath(out, plainLast)));
+    // decrypted and recompressed: the decompressor may see the modified data before the HMAC check; still named
+    const r2 = tscopyFail(['copy', '-q', '--dest-compress-format', 'zstd', '--decryption-key', keys.rsa, `oci:${enc}:latest`, `oci:${out}:latest`]);
+    assert.equal(r2.status, 1, r2.stderr);
+    assert.match(r2.stderr, new RegExp(`decrypting layer ${tampered}: .*the encrypted layer (was )?(probably )?modified or is corrupt`));
+    assert.deepEqual(imagesIn(out), []);
     // skopeo refuses it too
     assert.match(skopeoFail(['copy', '-q', '--decryption-key', keys.rsa, `oci:${enc}:latest`, `oci:${fresh('sk-tamper')}:latest`]), /hmac/i);
   });
