@@ -5,6 +5,7 @@
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { requireTool, sh, tempDir } from '../helpers.js';
@@ -20,7 +21,7 @@ before(async () => {
 });
 
 describe('registries.conf mirrors and rewriting', () => {
-  it('pulls try the mirrors then the location; pull-from-mirror digest-only; pushes go to the rewritten location', async (t) => {
+  it('pulls try the mirrors then the location; pull-from-mirror digest-only; pushes go to the name as written', async (t) => {
     const d = tempDir(t, 'mirrors');
     const primary = await spawnRegistry(t, join(d, 'p'));
     const mirror = await spawnRegistry(t, join(d, 'm'));
@@ -67,10 +68,19 @@ describe('registries.conf mirrors and rewriting', () => {
     assert.notEqual(none.status, 0);
     assert.match(none.stderr, /no pull source has it/);
     assert.match(none.stderr, new RegExp(`mirror ${mirror.addr}/cache/lib/nowhere:v1: .*; ${primary.addr}/lib/nowhere:v1: `));
-    // a push goes to the location (rewritten), never to the mirror
-    tscopy(['copy', '-q', base.ociRef, 'docker://127.0.0.1:9/lib/pushed:v2'], env);
+    // a push goes to the name as written, as skopeo's (rewriting and mirrors are for pulls): 127.0.0.1:9, where
+    // nothing listens, so both fail naming it, and neither the location nor the mirror receives anything
+    const push = tscopyFail(['copy', '-q', '--retry-times', '0', base.ociRef, 'docker://127.0.0.1:9/lib/pushed:v2'], env);
+    assert.equal(push.status, 1, push.stderr);
+    assert.match(push.stderr, /127\.0\.0\.1:9/);
+    const peer = spawnSync('skopeo', ['--registries-conf', conf, 'copy', '-q', base.ociRef, 'docker://127.0.0.1:9/lib/pushed:v2'], { encoding: 'utf8' });
+    assert.notEqual(peer.status, 0);
+    assert.match(peer.stderr, /127\.0\.0\.1:9/);
+    for (const at of [`${primary.addr}/lib/pushed:v2`, `${mirror.addr}/cache/lib/pushed:v2`])
+      assert.notEqual(tscopyFail(['inspect', '--raw', '--tls-verify=false', `docker://${at}`]).status, 0, at);
+    // with the location written out, the push lands there
+    tscopy(['copy', '-q', '--dest-tls-verify=false', base.ociRef, `docker://${primary.addr}/lib/pushed:v2`], env);
     assert.equal(digestOf(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${primary.addr}/lib/pushed:v2`])), base.manifestDigest);
-    assert.notEqual(tscopyFail(['inspect', '--raw', '--tls-verify=false', `docker://${mirror.addr}/cache/lib/pushed:v2`]).status, 0);
     // a bad mirror table is refused with the file and entry named
     writeFileSync(conf, `[[registry]]\nprefix = "127.0.0.1:9/lib"\nlocation = "${primary.addr}/lib"\n[[registry.mirror]]\npull-from-mirror = "sometimes"\nlocation = "x"\n`);
     const bad = tscopyFail(['inspect', '--raw', 'docker://127.0.0.1:9/lib/app:v1'], env);

@@ -322,8 +322,11 @@ export async function pullSources(repoName: string, byDigest: boolean, env: Node
   return out;
 }
 
-/** Where a push of `host/repo` goes: the matching entry's location (prefix rewriting), never a mirror. */
+/**
+ * Where a push of `host/repo` goes: the name as written, with the matching entry's `insecure`. containers/image
+ * applies `location` rewriting and mirrors to pulls only: skopeo pushes to the name (checked with skopeo 1.9.3).
+ */
 export async function pushLocation(repoName: string, env: NodeJS.ProcessEnv = process.env): Promise<PullSource> {
-  const all = await pullSources(repoName, false, env);
-  return all[all.length - 1]!;
+  const e = findRegistry(await loadRegistriesConf(env), repoName);
+  return e ? { repository: repoName, insecure: e.insecure, mirror: false, configured: true } : { repository: repoName, insecure: false, mirror: false };
 }
