@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { podmanImagesRemovedAfter, requireTool, sh, startDistribution, tempDir } from '../helpers.js';
 import { baseLayout, type BaseLayout } from '../fixtures/base.js';
 import { spawnRegistry } from '../registry/util.js';
-import { NOTLS, tscopy, tscopyFail } from './engine-util.js';
-import { OciLayout, parseManifest, parseConfig, digestOf, MediaTypes, type Descriptor } from '../../src/oci/index.js';
+import { multiArch, NOTLS, tscopy, tscopyFail } from './engine-util.js';
+import { parseManifest, parseConfig, digestOf, MediaTypes, type Descriptor } from '../../src/oci/index.js';
 import { copyImage } from '../../src/copy/engine.js';
 import { openDestination, openSource, parseImageName } from '../../src/copy/transports/index.js';
 
@@ -23,33 +23,6 @@ before(async () => {
   requireTool('skopeo');
   base = await baseLayout();
 });
-
-/** An OCI layout with an index (tag "multi") of two images: the base (amd64) and an arm64 variant of it. */
-async function multiArch(dir: string): Promise<{ index: Descriptor; amd64: Descriptor; arm64: Descriptor }> {
-  cpSync(base.dir, dir, { recursive: true });
-  const layout = await OciLayout.open(dir);
-  const amd64 = await layout.resolve('latest');
-  const m = parseManifest(await layout.readBytes(amd64.digest), amd64.mediaType);
-  if (m.kind !== 'manifest') throw new Error('manifest expected');
-  const cfg = JSON.parse((await layout.readBytes(m.doc.config.digest)).toString('utf8'));
-  cfg.architecture = 'arm64';
-  cfg.variant = 'v8';
-  const cfgDesc = await layout.putBytes(MediaTypes.ociConfig, JSON.stringify(cfg));
-  const arm = await layout.putBytes(MediaTypes.ociManifest, JSON.stringify({ ...m.doc, config: cfgDesc }));
-  const index = await layout.putBytes(
-    MediaTypes.ociIndex,
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaTypes.ociIndex,
-      manifests: [
-        { ...amd64, annotations: undefined, platform: { architecture: 'amd64', os: 'linux' } },
-        { ...arm, platform: { architecture: 'arm64', os: 'linux', variant: 'v8' } },
-      ],
-    }),
-  );
-  await layout.tag('multi', index);
-  return { index, amd64: { ...amd64, annotations: undefined }, arm64: arm };
-}
 
 describe('tscopy copy to and between registries', () => {
   it('oci -> tsregistry -> podman run; new repo mounts, same repo skips; registry -> oci keeps digests', async (t) => {
@@ -93,7 +66,7 @@ describe('tscopy copy to and between registries', () => {
 
   it('manifest lists: --all copies children then the index verbatim; without --all one platform (--override-arch)', async (t) => {
     const d = tempDir(t, 'eng');
-    const { index, arm64 } = await multiArch(join(d, 'multi'));
+    const { index, arm64 } = await multiArch(base, join(d, 'multi'));
     const reg = await startDistribution(t);
     tscopy(['copy', '-q', '--all', ...NOTLS, `oci:${join(d, 'multi')}:multi`, `docker://${reg.addr}/m/all:1`]);
     assert.equal(sha(sh('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.addr}/m/all:1`])), index.digest);

@@ -7,38 +7,19 @@
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { requireTool, sh, startDistribution, tempDir } from '../helpers.js';
 import { baseLayout, type BaseLayout } from '../fixtures/base.js';
-import { BIN } from './engine-util.js';
-import { OciLayout, parseManifest, digestOf, MediaTypes } from '../../src/oci/index.js';
+import { BIN, multiArch } from './engine-util.js';
+import { OciLayout, digestOf, MediaTypes } from '../../src/oci/index.js';
 
 let base: BaseLayout;
 before(async () => {
   requireTool('skopeo');
   base = await baseLayout();
 });
-
-/** An OCI index (tag "multi") of the base (amd64) and an arm64 variant. */
-async function ociIndex(dir: string): Promise<string> {
-  cpSync(base.dir, dir, { recursive: true });
-  const layout = await OciLayout.open(dir);
-  const amd64 = await layout.resolve('latest');
-  const m = parseManifest(await layout.readBytes(amd64.digest), amd64.mediaType);
-  if (m.kind !== 'manifest') throw new Error('manifest expected');
-  const cfg = JSON.parse((await layout.readBytes(m.doc.config.digest)).toString('utf8'));
-  cfg.architecture = 'arm64';
-  const cfgDesc = await layout.putBytes(MediaTypes.ociConfig, JSON.stringify(cfg));
-  const arm = await layout.putBytes(MediaTypes.ociManifest, JSON.stringify({ ...m.doc, config: cfgDesc }));
-  const manifests = [
-    { ...amd64, annotations: undefined, platform: { architecture: 'amd64', os: 'linux' } },
-    { ...arm, platform: { architecture: 'arm64', os: 'linux' } },
-  ];
-  await layout.tag('multi', await layout.putBytes(MediaTypes.ociIndex, JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests })));
-  return `oci:${dir}:multi`;
-}
 
 type Run = { status: number | null; stderr: string };
 const run = (cmd: string, args: string[]): Run => {
@@ -54,7 +35,8 @@ describe('--preserve-digests (as skopeo)', () => {
     const ociImg = base.ociRef;
     const v2 = join(d, 'v2');
     sh('skopeo', ['copy', '-q', '--format', 'v2s2', ociImg, `dir:${v2}`]);
-    const ociList = await ociIndex(join(d, 'ix'));
+    await multiArch(base, join(d, 'ix'));
+    const ociList = `oci:${join(d, 'ix')}:multi`;
     const v2List = join(d, 'v2list');
     sh('skopeo', ['copy', '-q', '--all', '--format', 'v2s2', ociList, `dir:${v2List}`]);
     const manifestOf = (src: string): Buffer => Buffer.from(sh('skopeo', ['inspect', '--raw', src]));
