@@ -74,6 +74,12 @@ function workerMain(req: (id: string) => unknown): void {
    * 3-4x the system time in 4 runs of 6 (0.7-0.8 s instead of 0.2 s per 250 MB). skopeo (Go's io.Copy) writes 32 KiB.
    */
   const WRITE = 64 << 10;
+  /**
+   * An fdatasync (in the background: libuv's pool) after each SYNC_EVERY bytes written, so that the disk writes
+   * overlap the download and the caller's final fsync has little left to do (no sync_file_range in Node). Pull of
+   * 250 MB: median 0.545 s vs 0.635 s without (10 runs each, interleaved; 8 MiB: 0.645 s).
+   */
+  const SYNC_EVERY = 16 << 20;
   /** Progress messages to the main thread: one per this many bytes. */
   const PROGRESS = 1 << 20;
   /** Socket read buffer (plain HTTP: reused for every read, see net.connect's onread). */
@@ -96,6 +102,10 @@ function workerMain(req: (id: string) => unknown): void {
     let reported = 0; // progress sent
     let done = false;
     let stop: (() => void) | undefined; // closes the current connection
+    let syncing = false; // an fdatasync in flight (the fd must stay open: 'done' waits for it)
+    let synced = 0;
+    let afterSync: (() => void) | undefined;
+    let syncFailed: BlobJobResult | undefined;
 
     const finish = (r: BlobJobResult) => {
       if (done) return;
@@ -103,7 +113,9 @@ function workerMain(req: (id: string) => unknown): void {
       aborts.delete(job.id);
       stop?.();
       if (written > reported) port.postMessage({ type: 'progress', id: job.id, n: written - reported } satisfies FromWorker);
-      port.postMessage({ type: 'done', id: job.id, ...r } satisfies FromWorker);
+      const post = () => port.postMessage({ type: 'done', id: job.id, ...(syncFailed && r.kind === 'ok' ? syncFailed : r) } satisfies FromWorker);
+      if (syncing) afterSync = post;
+      else post();
     };
     const errCode = (e: unknown) => ((e as { code?: unknown })?.code as string | undefined) ?? undefined;
     const netFail = (e: unknown) => finish({ kind: 'net', code: errCode(e), message: (e as Error)?.message ?? String(e), written, requests });
@@ -133,6 +145,16 @@ function workerMain(req: (id: string) => unknown): void {
       if (written - reported >= PROGRESS) {
         port.postMessage({ type: 'progress', id: job.id, n: written - reported } satisfies FromWorker);
         reported = written;
+      }
+      if (!syncing && written - synced >= SYNC_EVERY && received < job.size) {
+        syncing = true;
+        synced = written;
+        fs.fdatasync(job.fd, (err) => {
+          syncing = false;
+          if (err) syncFailed = { kind: 'io', code: errCode(err), message: `fdatasync: ${err.message}`, written, requests };
+          if (syncFailed && !done) finish(syncFailed);
+          else afterSync?.();
+        });
       }
       if (received === job.size) {
         finish({ kind: 'ok', digest: `${job.algorithm}:${hash.digest('hex')}`, size: received, requests });
