@@ -1,6 +1,6 @@
 /** Shared test helpers: temp dirs that clean themselves up, tool checks, process helpers. */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -151,4 +151,19 @@ export async function listenLoopback(t: { after(fn: () => void | Promise<void>):
       }),
   );
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/**
+ * A test PKI in `dir` (openssl; EC P-256; valid 2 days): a CA (ca.pem, ca.key) and, per name, a server certificate
+ * for IP 127.0.0.1 signed by it (NAME.pem, NAME.key).
+ */
+export function makeTestPki(dir: string, servers: string[] = ['srv']): void {
+  requireTool('openssl');
+  const o = (args: string[]) => sh('openssl', args, { cwd: dir });
+  o(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=test-ca']);
+  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n');
+  for (const name of servers) {
+    o(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`]);
+    o(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'ext.cnf', '-out', `${name}.pem`]);
+  }
 }

@@ -9,10 +9,10 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
-import { fileHashes, listenLoopback, requireTool, runAsync, sh, startDistribution, tempDir } from '../helpers.js';
+import { fileHashes, listenLoopback, makeTestPki, requireTool, runAsync, sh, startDistribution, tempDir } from '../helpers.js';
 import { RegistryClient } from '../../src/copy/index.js';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
 import { startTsregistry, startWithUsers } from '../registry-prod/util.js';
@@ -236,13 +236,8 @@ describe('blob download workers', () => {
   });
 
   it('HTTPS: the worker trusts what the client trusts (--cert-dir CA, --tls-verify=false)', async (t) => {
-    requireTool('openssl');
     const dir = tempDir(t, 'bwtls');
-    const o = (args: string[]) => sh('openssl', args, { cwd: dir });
-    o(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=test-ca']);
-    o(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=srv']);
-    writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n');
-    o(['x509', '-req', '-in', 'srv.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'ext.cnf', '-out', 'srv.pem']);
+    makeTestPki(dir);
     const reg = await startTsregistry(t, { tls: { cert: join(dir, 'srv.pem'), key: join(dir, 'srv.key') }, log: { access: false } }, { dir: tempDir(t, 'bwtlsreg') });
     const certs = join(dir, 'certs');
     mkdirSync(certs);

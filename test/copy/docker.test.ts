@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { mkdirSync, writeFileSync, copyFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { tempDir, sh, requireTool, PEERS } from '../helpers.js';
+import { makeTestPki, tempDir, sh, requireTool, PEERS } from '../helpers.js';
 import { baseLayout } from '../fixtures/base.js';
 import { startRegistry } from '../registry/util.js';
 import { startTsregistry } from '../registry-prod/util.js';
@@ -180,13 +180,8 @@ describe('insecure registries and TLS', () => {
   });
 
   it('HTTPS with a private CA: refused by default, trusted via --cert-dir, allowed by --tls-verify=false (still HTTPS)', async (t) => {
-    requireTool('openssl');
     const dir = tempDir(t, 'tls');
-    const o = (args: string[]) => sh('openssl', args, { cwd: dir });
-    o(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=test-ca']);
-    o(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=srv']);
-    writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n');
-    o(['x509', '-req', '-in', 'srv.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'ext.cnf', '-out', 'srv.pem']);
+    makeTestPki(dir);
     const reg = await startTsregistry(t, { tls: { cert: join(dir, 'srv.pem'), key: join(dir, 'srv.key') }, log: { access: false } }, { dir: tempDir(t, 'tlsreg') });
     assert.match(reg.url, /^https:/);
     const certs = join(dir, 'certs');

@@ -11,7 +11,7 @@ import type { Server as TlsServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { Hono } from 'hono';
 import { serve } from '@hono/node-server';
-import { tempDir, sh, requireTool } from '../helpers.js';
+import { makeTestPki, tempDir, sh } from '../helpers.js';
 import { httpsServerOptions, reloadTlsOnSighup, validateTlsConfig } from '../../src/registry/tls.js';
 import { Logger } from '../../src/registry/log.js';
 import { RegistryMetrics, observe, PROMETHEUS_CONTENT_TYPE } from '../../src/registry/metrics.js';
@@ -23,12 +23,7 @@ function openssl(args: string[], cwd: string): void {
 
 /** A CA, a server cert for 127.0.0.1 (two of them, for rotation) and a client cert for CN=alice. */
 function makePki(dir: string): void {
-  requireTool('openssl');
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=test-ca'], dir);
-  for (const name of ['server1', 'server2']) {
-    openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`], dir);
-    sh('sh', ['-c', `printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf && openssl x509 -req -in ${name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out ${name}.pem`], { cwd: dir });
-  }
+  makeTestPki(dir, ['server1', 'server2']);
   for (const [name, ca] of [['alice', 'ca'], ['mallory', 'self']] as const) {
     openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`], dir);
     if (ca === 'ca') openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', `${name}.pem`], dir);
