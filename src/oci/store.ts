@@ -126,6 +126,37 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/**
+ * Place a blob that `fill` writes into a new temp file `tmp` (given as an open, empty file descriptor) and whose
+ * digest and size `fill` reports (it hashed what it wrote: e.g. a download in a worker thread): checked against
+ * `expect` with the verifying stream's errors, fsynced when `sync`, renamed to `path`; the temp file is removed on
+ * every failure path. OciLayout.ingestWith and the dir: transport's blobs.
+ */
+export async function fillFileAtomic(
+  tmp: string,
+  path: string,
+  expect: { digest: Digest; size: number },
+  fill: (fd: number) => Promise<{ digest: Digest; size: number }>,
+  o: { sync: boolean; what: string },
+): Promise<void> {
+  let placed = false;
+  try {
+    const fh = await fsp.open(tmp, 'wx', 0o644);
+    try {
+      const got = await fill(fh.fd);
+      if (got.size !== expect.size) throw new SizeMismatchError(expect.size, got.size, o.what);
+      if (got.digest !== expect.digest) throw new DigestMismatchError(expect.digest, got.digest, o.what);
+      if (o.sync) await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, path);
+    placed = true;
+  } finally {
+    if (!placed) await fsp.rm(tmp, { force: true }).catch(() => {});
+  }
+}
+
 /** Write bytes to `path` atomically: temp in the same dir, fsync, rename (or link when `exclusive`). */
 async function writeFileAtomic(path: string, bytes: Uint8Array | string, opts: { sync: boolean; exclusive?: boolean }): Promise<boolean> {
   const dir = dirname(path);
@@ -405,25 +436,9 @@ export class OciLayout implements ContentStore {
     }
     o.signal?.throwIfAborted();
     const dir = await this.ensureDir(digestAlgorithm(d));
-    const tmp = join(dir, tmpName());
-    let placed = false;
-    try {
-      const fh = await fsp.open(tmp, 'wx', 0o644);
-      try {
-        const got = await fill(fh.fd);
-        if (got.size !== expect.size) throw new SizeMismatchError(expect.size, got.size, what);
-        if (got.digest !== d) throw new DigestMismatchError(d, got.digest, what);
-        if (this.sync) await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await fsp.rename(tmp, this.blobPath(d));
-      placed = true;
-      if (this.sync) await fsyncDir(dir);
-      return { mediaType, digest: d, size: expect.size };
-    } finally {
-      if (!placed) await fsp.rm(tmp, { force: true }).catch(() => {});
-    }
+    await fillFileAtomic(join(dir, tmpName()), this.blobPath(d), { digest: d, size: expect.size }, fill, { sync: this.sync, what });
+    if (this.sync) await fsyncDir(dir);
+    return { mediaType, digest: d, size: expect.size };
   }
 
   /** Store bytes held in memory (manifests, configs); returns their descriptor plus `extra` fields. */

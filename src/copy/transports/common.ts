@@ -7,7 +7,8 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { digestOf, parseDigest, verifying, type Digest } from '../../oci/digest.js';
 import { guessManifestType, isIndexType, isManifestType, isSchema1Type } from '../../oci/mediatypes.js';
-import { DigestMismatchError, OciError, SizeMismatchError, UsageError } from '../../oci/errors.js';
+import { OciError, UsageError } from '../../oci/errors.js';
+import { fillFileAtomic } from '../../oci/store.js';
 import { type Descriptor } from '../../oci/manifest.js';
 import { type Io } from '../../oci/io.js';
 import type { ImageName, ManifestBytes } from '../types.js';
@@ -129,8 +130,8 @@ export async function writeBlobFile(
 
 /**
  * writeBlobFile for a blob that `fill` writes into the temp file (ImageSource.blobToFile: a registry source
- * downloads it in a worker thread) and whose digest and size `fill` reports; checked against `d` with the same
- * errors as the verifying stream, fsynced, renamed; the temp file is removed on every failure path.
+ * downloads it in a worker thread) and whose digest and size `fill` reports (fillFileAtomic: checked against `d`,
+ * fsynced, renamed; the temp file removed on every failure path).
  */
 export async function writeBlobFileWith(
   dir: string,
@@ -139,21 +140,6 @@ export async function writeBlobFileWith(
   fill: (fd: number) => Promise<{ digest: Digest; size: number }>,
 ): Promise<Descriptor> {
   const tmp = join(dir, `.tmp-blob-${process.pid}-${randomBytes(6).toString('hex')}`);
-  let done = false;
-  try {
-    const fh = await fsp.open(tmp, 'wx', 0o644);
-    try {
-      const got = await fill(fh.fd);
-      if (got.size !== d.size) throw new SizeMismatchError(d.size, got.size, `blob ${d.digest}`);
-      if (got.digest !== d.digest) throw new DigestMismatchError(d.digest, got.digest, `blob ${d.digest}`);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, join(dir, nameFor(d.digest)));
-    done = true;
-    return { mediaType: d.mediaType, digest: d.digest, size: d.size };
-  } finally {
-    if (!done) await fsp.rm(tmp, { force: true }).catch(() => {});
-  }
+  await fillFileAtomic(tmp, join(dir, nameFor(d.digest)), d, fill, { sync: true, what: `blob ${d.digest}` });
+  return { mediaType: d.mediaType, digest: d.digest, size: d.size };
 }
