@@ -282,6 +282,11 @@ export interface UploadStats {
   resumes: number;
 }
 
+/** Positioned file I/O of getBlobToFile (on a descriptor the caller opened). */
+const ftruncateAsync = promisify(ftruncate);
+const readAt = promisify(fsRead);
+const writeAt = promisify(fsWrite);
+
 /** Whether a blob worker pool may have been started (closeRegistryClients stops it). */
 let blobWorkersUsed = false;
 
@@ -350,10 +355,10 @@ export class RegistryClient {
    */
   private present = new Map<string, { size: number; at: number }>();
   /**
-   * False once the registry showed it has no referrers API (405, or a 404 that is not a registry error: the route
+   * Set once the registry showed it has no referrers API (405, or a 404 that is not a registry error: the route
    * is not served; OCI 1.1 registries with the API never answer 404 there): later lookups go straight to the tag scheme.
    */
-  private referrersApi: boolean | undefined;
+  private noReferrersApi = false;
 
   constructor(registry: string, opts: RegistryClientOptions = {}) {
     this.registry = registry;
@@ -1000,7 +1005,7 @@ export class RegistryClient {
         this.stats.resumedDownloads++;
       } else {
         // anything else: from byte 0 (getBlob then reports the registry's error, or retries)
-        await promisify(ftruncate)(fd, 0);
+        await ftruncateAsync(fd, 0);
       }
     }
     // here: the main thread (small blobs, no workers, or what a worker left)
@@ -1009,7 +1014,7 @@ export class RegistryClient {
       // hash what the worker wrote (its hash state stays in the worker)
       const buf = Buffer.allocUnsafe(Math.min(from, 1024 * 1024));
       for (let pos = 0; pos < from; ) {
-        const { bytesRead: n } = await promisify(fsRead)(fd, buf, 0, Math.min(buf.length, from - pos), pos);
+        const { bytesRead: n } = await readAt(fd, buf, 0, Math.min(buf.length, from - pos), pos);
         if (n === 0) throw new TsimageError(`internal: ${from} bytes of blob ${d.digest} expected on disk, ${pos} found`);
         hasher.update(buf.subarray(0, n));
         pos += n;
@@ -1029,7 +1034,7 @@ export class RegistryClient {
       for await (const c of body as AsyncIterable<Buffer>) {
         hasher.update(c);
         for (let off = 0; off < c.length; ) {
-          const { bytesWritten } = await promisify(fsWrite)(fd, c, off, c.length - off, pos);
+          const { bytesWritten } = await writeAt(fd, c, off, c.length - off, pos);
           off += bytesWritten;
           pos += bytesWritten;
         }
@@ -1527,7 +1532,7 @@ export class RegistryClient {
     parseDigest(digest);
     const what = `listing referrers of ${this.registry}/${repo}@${digest}`;
     const q = io.artifactType ? `?artifactType=${encodeURIComponent(io.artifactType)}` : '';
-    const api = this.referrersApi === false ? undefined : await this.retrying(
+    const api = this.noReferrersApi ? undefined : await this.retrying(
       what,
       async () => {
         const res = await this.send({
@@ -1539,7 +1544,7 @@ export class RegistryClient {
         });
         if (res.statusCode === 404 || res.statusCode === 405 || res.statusCode === 400) {
           const ct = (header(res, 'content-type') ?? '').split(';')[0]!.trim();
-          if (res.statusCode === 405 || (res.statusCode === 404 && ct !== 'application/json')) this.referrersApi = false;
+          if (res.statusCode === 405 || (res.statusCode === 404 && ct !== 'application/json')) this.noReferrersApi = true;
           await res.body.dump();
           return undefined;
         }
