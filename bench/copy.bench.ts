@@ -12,6 +12,8 @@
  * from the repositories earlier runs filled); tscopy's lives in the bench's temp dir (TSIMAGE_BLOB_INFO_CACHE).
  * tscopy runs with a warm V8 code cache (bin/bundle-loader.js; TSIMAGE_CODE_CACHE in the bench's temp dir, filled
  * by the untimed WARMUP run of each case), which is what users get from a command's second run on.
+ * Each tool line also shows its CPU seconds, the two registries' CPU seconds during its runs, and the least wall
+ * time that much CPU needs on this machine's cores (the case's floor for that tool).
  *
  *   npm run bench -- copy        RUNS=5 WARMUP=1 by default
  */
@@ -91,12 +93,13 @@ async function layers5Layout(dir: string): Promise<string> {
   }
 }
 
-function startDistribution(): { addr: string; stop: () => void } {
+function startDistribution(): { addr: string; pid: number; stop: () => void } {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const out = sh('sh', [join(PEERS, 'start-distribution.sh'), `127.0.0.1:${port}`]);
   const vars = Object.fromEntries(out.trim().split('\n').map((l) => l.split('=', 2) as [string, string]));
   return {
     addr: vars.ADDR!,
+    pid: Number(vars.PID),
     stop: () => {
       spawnSync('sh', [join(PEERS, 'stop-distribution.sh'), vars.PID!, vars.STORE!]);
       rmSync(vars.LOG!, { force: true });
@@ -118,6 +121,8 @@ async function main(): Promise<void> {
   const B = startDistribution();
   const results: PairResult[] = [];
   let n = 0;
+  // both registries' CPU is counted in each run (harness: the CPU floor of a case on this machine's cores)
+  const servers = [A.pid, B.pid];
   const uniq = () => `${process.pid}-${++n}`;
   try {
     const src = `${A.addr}/bench/src:v1`;
@@ -134,13 +139,14 @@ async function main(): Promise<void> {
         },
         cmd: () => [...cmd, 'copy', '-q', ...NOTLS, from, `docker://${dst}`],
       });
-      return benchPair({ name, ours: run('tscopy', dropOurCache, 't', TSCOPY), peer: run('skopeo', dropSkopeoCache, 's', ['skopeo']) });
+      return benchPair({ name, servers, ours: run('tscopy', dropOurCache, 't', TSCOPY), peer: run('skopeo', dropSkopeoCache, 's', ['skopeo']) });
     };
     if (want('full')) results.push(await freshRepoPair('registry -> registry, new repository (bytes move: other registry)', `docker://${src}`, 'full'));
     if (want('mount')) {
       let dst = '';
       results.push(
         await benchPair({
+          servers,
           name: 'cross-repository mount (same registry, new repository)',
           ours: { label: 'tscopy', before: () => void (dst = `${A.addr}/mount/t${uniq()}:v1`), cmd: () => [...TSCOPY, 'copy', '-q', ...NOTLS, `docker://${src}`, `docker://${dst}`] },
           // skopeo mounts only through its blob-info cache: kept (filled by the copy that pushed src)
@@ -151,6 +157,7 @@ async function main(): Promise<void> {
     if (want('noop')) {
       results.push(
         await benchPair({
+          servers,
           name: 'same repository again (no-op)',
           ours: { label: 'tscopy', cmd: [...TSCOPY, 'copy', '-q', ...NOTLS, `docker://${src}`, `docker://${src}`] },
           peer: { label: 'skopeo', cmd: ['skopeo', 'copy', '-q', ...NOTLS, `docker://${src}`, `docker://${src}`] },
@@ -162,6 +169,7 @@ async function main(): Promise<void> {
       // lowest the start-up-bound cases (no-op, mount) can reach with a Node process per command.
       results.push(
         await benchPair({
+          servers,
           name: 'floor: bare `node -e 0` vs skopeo no-op',
           ours: { label: 'node -e 0', cmd: [process.execPath, '-e', '0'] },
           peer: { label: 'skopeo', cmd: ['skopeo', 'copy', '-q', ...NOTLS, `docker://${src}`, `docker://${src}`] },
@@ -173,6 +181,7 @@ async function main(): Promise<void> {
       const clean = () => rmSync(out, { recursive: true, force: true });
       results.push(
         await benchPair({
+          servers,
           name: 'registry -> oci: layout (fresh directory)',
           ours: { label: 'tscopy', before: clean, cmd: [...TSCOPY, 'copy', '-q', ...NOTLS, `docker://${src}`, `oci:${out}:v1`] },
           peer: { label: 'skopeo', before: clean, cmd: ['skopeo', 'copy', '-q', ...NOTLS, `docker://${src}`, `oci:${out}:v1`] },
@@ -205,6 +214,7 @@ async function main(): Promise<void> {
       };
       results.push(
         await benchPair({
+          servers,
           name: 'sync 50 tags, 45 unchanged',
           // SYNC_FLAGS=--remove-signatures measures without the signature carry for up-to-date tags
           ours: { label: 'tscopy', before: () => reset(mirrorOurs), cmd: [...TSCOPY, 'sync', '-q', ...(process.env.SYNC_FLAGS?.split(' ').filter(Boolean) ?? []), '--src', 'docker', '--dest', 'docker', ...NOTLS, `${A.addr}/bench/sync`, mirrorOurs] },
