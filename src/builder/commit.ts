@@ -10,15 +10,12 @@ import { promisify } from 'node:util';
 import {
   exportDockerArchive,
   exportOciArchive,
-  hostPlatform,
   layerMediaType,
   MediaTypes,
-  OciLayout,
   packDirectory,
   parseManifest,
   REF_NAME_ANNOTATION,
   toJsonBytes,
-  TsimageError,
   UsageError,
   writeLayer,
   type Compression,
@@ -159,28 +156,13 @@ async function writeOutput(store: ImageStore, snap: Snapshotter, s: ImageState, 
     await withRootfs(store, snap, s, o.signal, (rootfs) => pipeline(packDirectory(rootfs, { signal: o.signal }), createWriteStream(out.dest)));
     return;
   }
-  // an OCI or docker archive of just this image: a temp layout view of the store
+  // an OCI or docker archive of just this image, named as podman save names it (its first name; none if untagged)
   const ref = names[0];
   if (out.type === 'oci') {
-    const tmpName = `tsimage-output-${randomBytes(4).toString('hex')}`;
-    await store.layout.tag(tmpName, m);
-    try {
-      const view = await OciLayout.open(store.layout.dir);
-      await exportOciArchive(view, out.dest, { refs: [tmpName], signal: o.signal } as Parameters<typeof exportOciArchive>[2]);
-    } finally {
-      await store.layout.untag(tmpName);
-    }
-    void REF_NAME_ANNOTATION;
+    const desc: Descriptor = { mediaType: m.mediaType, digest: m.digest, size: m.size, ...(ref ? { annotations: { [REF_NAME_ANNOTATION]: ref } } : {}) };
+    await exportOciArchive(store.layout, out.dest, { manifests: [desc], signal: o.signal });
   } else {
-    const tmpName = `tsimage-output-${randomBytes(4).toString('hex')}`;
-    await store.layout.tag(tmpName, m);
-    try {
-      await exportDockerArchive(store.layout, out.dest, [{ ref: tmpName, repoTags: ref ? [ref] : [] }], { signal: o.signal });
-    } finally {
-      await store.layout.untag(tmpName);
-    }
+    await exportDockerArchive(store.layout, out.dest, [{ ref: m.digest, repoTags: ref ? [ref] : [] }], { signal: o.signal });
   }
-  void hostPlatform;
-  void TsimageError;
   o.log(`Wrote ${out.type} archive ${out.dest}`);
 }

@@ -441,6 +441,11 @@ export async function importOciArchive(
 export interface ExportOciArchiveOptions extends Io {
   /** Names or digests of index.json entries to export (with what they reach); default: the whole layout. */
   refs?: string[] | undefined;
+  /**
+   * The archive's index.json entries exactly as given (with what they reach), instead of `refs`: for an export
+   * that names its image itself (tsbuild --output type=oci writes the image's name as podman save does).
+   */
+  manifests?: Descriptor[] | undefined;
   /** Archive member mtime, epoch seconds (default 0: the same layout gives the same archive bytes). */
   mtime?: number | undefined;
 }
@@ -481,18 +486,21 @@ export async function ociArchiveEntries(layout: OciLayout, opts: ExportOciArchiv
   let blobs: Digest[];
   let indexBytes: Buffer;
   let manifests: Descriptor[];
-  if (opts.refs === undefined) {
+  if (opts.refs === undefined && opts.manifests === undefined) {
     blobs = [];
     for await (const d of layout.digests()) blobs.push(d);
     indexBytes = await fsp.readFile(join(layout.dir, 'index.json')).catch(() => toJsonBytes({ schemaVersion: 2, manifests: [] }));
     manifests = (await layout.readIndex()).manifests;
   } else {
-    const index = await layout.readIndex();
-    manifests = [];
-    for (const r of opts.refs) {
-      const hit = pickEntry(index, r, `OCI layout ${layout.dir}`) ?? (isDigest(r) ? await layout.find(r) : undefined);
-      if (!hit) throw new OciError('MANIFEST_UNKNOWN', `no image ${JSON.stringify(r)} in OCI layout ${layout.dir}`);
-      if (!manifests.some((m) => JSON.stringify(m) === JSON.stringify(hit))) manifests.push(hit);
+    if (opts.manifests) manifests = [...opts.manifests];
+    else {
+      const index = await layout.readIndex();
+      manifests = [];
+      for (const r of opts.refs ?? []) {
+        const hit = pickEntry(index, r, `OCI layout ${layout.dir}`) ?? (isDigest(r) ? await layout.find(r) : undefined);
+        if (!hit) throw new OciError('MANIFEST_UNKNOWN', `no image ${JSON.stringify(r)} in OCI layout ${layout.dir}`);
+        if (!manifests.some((m) => JSON.stringify(m) === JSON.stringify(hit))) manifests.push(hit);
+      }
     }
     const keep = await layout.reachableFrom(manifests);
     blobs = [...keep].sort();

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, readdirSync, writeFileSync, existsSync, statSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { tempDir } from '../helpers.js';
 import { build, type BuildOptions } from '../../src/builder/build.js';
 import { ImageStore } from '../../src/builder/store.js';
@@ -288,5 +289,37 @@ describe('tsbuild executor', () => {
     await bud(root, ctx, { outputs: [{ type: 'local', dest: out }], squash: true });
     assert.ok(lstatSync(join(out, 'bin/sh')).isSymbolicLink());
     assert.equal(readFileSync(join(out, 'b'), 'utf8'), 'b\n');
+  });
+
+  it('writes --output type=oci and docker-archive named as podman save names them; skopeo reads both; the store gains no name', async (t) => {
+    const root = tempDir(t, 'root');
+    const ctx = context(t, 'FROM busybox\nLABEL out=yes\n');
+    const dir = tempDir(t, 'archives');
+    const oci = join(dir, 'img.oci.tar');
+    const docker = join(dir, 'img.docker.tar');
+    const r = await bud(root, ctx, { tags: ['outimg:v2'], outputs: [{ type: 'oci', dest: oci }, { type: 'docker-archive', dest: docker }] });
+    const name = 'localhost/outimg:v2';
+    const index = JSON.parse(execFileSync('tar', ['-xOf', oci, 'index.json'], { encoding: 'utf8' })) as { manifests: { digest: string; annotations?: Record<string, string> }[] };
+    assert.deepEqual(
+      index.manifests.map((m) => [m.digest, m.annotations]),
+      [[r.manifest.digest, { 'org.opencontainers.image.ref.name': name }]],
+    );
+    const dm = JSON.parse(execFileSync('tar', ['-xOf', docker, 'manifest.json'], { encoding: 'utf8' })) as { RepoTags: string[] }[];
+    assert.deepEqual(dm.map((i) => i.RepoTags), [[name]]);
+    // skopeo finds the image by its name in the OCI archive, with the same digest; the docker archive's config is the image's
+    const viaName = JSON.parse(execFileSync('skopeo', ['inspect', '--raw', `oci-archive:${oci}:${name}`], { encoding: 'utf8' })) as { config: { digest: string } };
+    assert.equal(viaName.config.digest, `sha256:${r.imageId}`);
+    const insp = JSON.parse(execFileSync('skopeo', ['inspect', '--config', `docker-archive:${docker}`], { encoding: 'utf8' })) as { config: { Labels: Record<string, string> } };
+    assert.equal(insp.config.Labels.out, 'yes');
+    // the store holds the image under its own name only (no temporary export name, before or after)
+    const store = await ImageStore.open(root);
+    const names = (await store.layout.readIndex()).manifests.map((m) => m.annotations?.['org.opencontainers.image.ref.name']);
+    assert.deepEqual(names.filter((n) => n !== undefined).sort(), ['localhost/busybox:latest', name]);
+    // untagged: no name in either archive
+    const oci2 = join(dir, 'untagged.oci.tar');
+    const r2 = await bud(root, context(t, 'FROM busybox\nLABEL untagged=yes\n'), { outputs: [{ type: 'oci', dest: oci2 }] });
+    const index2 = JSON.parse(execFileSync('tar', ['-xOf', oci2, 'index.json'], { encoding: 'utf8' })) as { manifests: { digest: string; annotations?: unknown }[] };
+    assert.deepEqual(index2.manifests, [{ mediaType: r2.manifest.mediaType, digest: r2.manifest.digest, size: r2.manifest.size }]);
+    assert.deepEqual(readdirSync(dir).sort(), ['img.docker.tar', 'img.oci.tar', 'untagged.oci.tar']);
   });
 });
