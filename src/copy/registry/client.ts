@@ -21,6 +21,7 @@ import { rootCertificates } from 'node:tls';
 import type { Dispatcher, Pool } from 'undici';
 import {
   ALL_MANIFEST_TYPES,
+  chunksOf,
   DigestMismatchError,
   Hasher,
   MAX_MANIFEST_SIZE,
@@ -921,7 +922,7 @@ export class RegistryClient {
           }
         }
         try {
-          for await (const raw of res.body as AsyncIterable<Buffer>) {
+          for await (const raw of chunksOf<Buffer>(res.body)) {
             let c = raw;
             if (skip > 0) {
               if (c.length <= skip) {
@@ -1210,7 +1211,7 @@ export class RegistryClient {
     let resumed = false;
     async function* counted(src: AsyncIterable<Uint8Array>, from: number): AsyncGenerator<Uint8Array> {
       let pos = from;
-      for await (const c of src) {
+      for await (const c of chunksOf(src)) {
         if (pos + c.length > expect.size) throw new SizeMismatchError(expect.size, pos + c.length, `blob ${expect.digest}`);
         hasher?.update(c);
         pos += c.length;
