@@ -59,11 +59,14 @@ async function* chunksOfReadable<T>(r: Readable, high: number): AsyncGenerator<T
     failure ??= { error };
     poke();
   };
+  const prematureClose = () => Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
   const onClose = () => {
-    if (!ended && !failure) failure = { error: Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }) };
+    if (!ended && !failure) failure = { error: prematureClose() };
     poke();
   };
   if (r.errored) throw r.errored;
+  // destroyed before the end (its 'close' has been or is being emitted): no event would ever wake the loop
+  if (r.destroyed && !r.readableEnded) throw prematureClose();
   r.on('data', onData);
   r.on('end', onEnd);
   r.on('error', onError);

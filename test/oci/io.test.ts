@@ -68,6 +68,18 @@ describe('chunksOf', () => {
     closed.destroy();
     await assert.rejects(done2, { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 
+    const gone = new PassThrough();
+    gone.write(Buffer.from([1]));
+    gone.destroy();
+    await tick(); // its 'close' is over before the loop starts
+    await assert.rejects(
+      (async () => {
+        for await (const c of chunksOf<Buffer>(gone)) void c;
+      })(),
+      { code: 'ERR_STREAM_PREMATURE_CLOSE' },
+      'a stream destroyed before the loop fails it (no wait for events that will not come)',
+    );
+
     const failed = new PassThrough();
     failed.on('error', () => {}); // (failed before anyone iterates)
     failed.destroy(new Error('already failed'));
