@@ -67,7 +67,7 @@ function stats(label: string, runs: Run[]): Stats {
 
 const TICK = 0.01; // USER_HZ is 100 on Linux
 
-/** utime+stime (own = false) or cutime+cstime (own = true: reaped children) of a process, in seconds; undefined if it is gone. */
+/** A process's utime+stime, or with `children` its cutime+cstime (its reaped children's), in seconds; undefined if it is gone. */
 function cpuOf(pid: number | 'self', children = false): number | undefined {
   let stat: string;
   try {
