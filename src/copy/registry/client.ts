@@ -35,6 +35,7 @@ import {
   guessManifestType,
   isDigest,
   parseDigest,
+  readAll,
   registryHost,
   type Descriptor,
   type Digest,
@@ -1181,7 +1182,7 @@ export class RegistryClient {
     const mono = this.opts.monolithicMax ?? 1024 * 1024;
     let info: BlobInfo;
     if (Buffer.isBuffer(body) || (expect.size !== undefined && expect.size <= mono)) {
-      const buf = Buffer.isBuffer(body) ? body : await readUpTo(body, Math.max(mono, expect.size ?? 0), what);
+      const buf = Buffer.isBuffer(body) ? body : await readAll(body, Math.max(mono, expect.size ?? 0), what);
       info = await this.putBlobMonolithic(repo, expect, buf, io);
     } else if (io.reopen && expect.digest && expect.size !== undefined) info = await this.putBlobStreaming(repo, { digest: expect.digest, size: expect.size }, body, io, what);
     else info = await this.putBlobChunked(repo, expect, body, io, what);
@@ -1589,17 +1590,6 @@ function rangeEnd(v: string | undefined): number {
   // distribution answers "0-0" for an empty upload as well as for one byte; the spec says 0-0 means empty
   // only before any data was written; we treat 0-0 as 0 bytes (a 1-byte upload re-sends that byte).
   return end === 0 ? 0 : end + 1;
-}
-
-async function readUpTo(body: AsyncIterable<Uint8Array>, limit: number, what: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of body) {
-    n += c.length;
-    if (n > limit) throw new SizeMismatchError(limit, n, what, 'limit');
-    chunks.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
-  }
-  return Buffer.concat(chunks, n);
 }
 
 // ---------------------------------------------------------------- shared clients
