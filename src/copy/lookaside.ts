@@ -7,11 +7,12 @@
  * `lookaside-staging`), each file atomically (temp + rename); the signatures after the last one written are removed
  * up to the first missing one, so a shorter list is read back whole.
  */
-import { mkdir, open, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { digestAlgorithm, digestHex, type Digest } from '../oci/digest.js';
 import { TsimageError } from '../oci/errors.js';
 import { readAll, type Io } from '../oci/io.js';
+import { writeFileAtomic as writeOciFileAtomic } from '../oci/store.js';
 
 /** containers/image maxLookasideSignatures. */
 export const MAX_LOOKASIDE_SIGNATURES = 128;
@@ -155,18 +156,9 @@ export async function deleteLookaside(base: string, repoPath: string, digest: Di
 
 /** temp + fsync + rename, mode 0644 (what containers/image's os.WriteFile gives under the usual umask). */
 export async function writeFileAtomic(p: string, data: Buffer): Promise<void> {
-  const tmp = `${p}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   try {
-    const fh = await open(tmp, 'wx', 0o644);
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, p);
+    await writeOciFileAtomic(p, data);
   } catch (e) {
-    await rm(tmp, { force: true }).catch(() => {});
     throw new LookasideError(`writing signature ${p}: ${(e as Error).message}`, { cause: e });
   }
 }

@@ -157,8 +157,11 @@ export async function fillFileAtomic(
   }
 }
 
-/** Write bytes to `path` atomically: temp in the same dir, fsync, rename (or link when `exclusive`). */
-async function writeFileAtomic(path: string, bytes: Uint8Array | string, opts: { sync: boolean; exclusive?: boolean }): Promise<boolean> {
+/**
+ * Write bytes to `path` atomically: temp in the same dir, fsync, rename (or link when `exclusive`: false, nothing
+ * written, when `path` exists), directory fsync. `sync: false` skips both fsyncs.
+ */
+export async function writeFileAtomic(path: string, bytes: Uint8Array | string, opts: { sync: boolean; exclusive?: boolean } = { sync: true }): Promise<boolean> {
   const dir = dirname(path);
   const tmp = join(dir, tmpName());
   let placed = false;
