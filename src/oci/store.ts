@@ -23,7 +23,6 @@ import { join, dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable, Writable, addAbortSignal } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createRequire } from 'node:module';
 import type * as LockfileMod from 'proper-lockfile';
 import {
   digestAlgorithm,
@@ -197,10 +196,12 @@ const localQueues = new Map<string, Promise<unknown>>();
 
 /**
  * proper-lockfile (+ graceful-fs, signal-exit) only when a layout is locked: this module is on every command's
- * import path (the oci barrel) and the ESM import of those CJS files cost ~10-20 ms of start-up.
+ * import path (the oci barrel) and the ESM import of those CJS files cost ~10-20 ms of start-up. A dynamic import
+ * (not createRequire) so that the bundle (scripts/bundle.mjs) carries it and its V8 code cache covers it: read from
+ * node_modules, the first lock of a command cost ~12 ms.
  */
-let lockfileMod: typeof LockfileMod | undefined;
-const properLockfile = (): typeof LockfileMod => (lockfileMod ??= createRequire(import.meta.url)('proper-lockfile') as typeof LockfileMod);
+let lockfileMod: Promise<typeof LockfileMod> | undefined;
+const properLockfile = (): Promise<typeof LockfileMod> => (lockfileMod ??= import('proper-lockfile').then((m) => (m.default ?? m) as typeof LockfileMod));
 
 async function withLocalQueue<T>(key: string, fn: () => Promise<T>): Promise<T> {
   const prev = localQueues.get(key) ?? Promise.resolve();
@@ -571,7 +572,7 @@ export class OciLayout implements ContentStore {
     return withLocalQueue(this.dir, async () => {
       let release: (() => Promise<void>) | undefined;
       try {
-        release = await properLockfile().lock(this.dir, {
+        release = await (await properLockfile()).lock(this.dir, {
           realpath: false,
           lockfilePath: join(this.dir, '.index.json.lock'),
           stale: 10_000,
