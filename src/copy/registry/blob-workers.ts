@@ -64,7 +64,6 @@ type FromWorker = { type: 'progress'; id: number; n: number } | ({ type: 'done';
 function workerMain(req: (id: string) => unknown): void {
   const { parentPort } = req('node:worker_threads') as typeof import('node:worker_threads');
   const net = req('node:net') as typeof import('node:net');
-  const https = req('node:https') as typeof import('node:https');
   const { createHash } = req('node:crypto') as typeof import('node:crypto');
   const fs = req('node:fs') as typeof import('node:fs');
   const port = parentPort!;
@@ -243,6 +242,8 @@ function workerMain(req: (id: string) => unknown): void {
     /** HTTPS (node:https, keep-alive agent): the same, reading the response's chunks. */
     const getTls = (url: URL, headers: Record<string, string>, redirects: number) => {
       // TLS options per request: the agent keeps connections apart by them (its socket names include ca, cert...)
+      // node:https (tls, http) loaded on the first HTTPS job: it doubled a worker's start-up
+      const https = req('node:https') as typeof import('node:https');
       agent ??= new https.Agent({ keepAlive: true });
       requests++;
       let closed = false;
@@ -304,7 +305,6 @@ export class BlobWorkerPool {
   private spawn(): Slot {
     const worker = new Worker(`(${workerMain.toString()})(require)`, { eval: true, name: 'tsimage-blob' });
     const slot: Slot = { worker, jobs: 0 };
-    worker.unref();
     worker.on('message', (m: FromWorker) => {
       const p = this.pending.get(m.id);
       if (!p) return;
@@ -318,6 +318,9 @@ export class BlobWorkerPool {
     };
     worker.on('error', die);
     worker.on('exit', (code) => die(new Error(`blob worker exited (${code})`)));
+    // after the listeners: adding a 'message' listener refs the worker's port again (an idle worker would keep the
+    // process alive)
+    worker.unref();
     this.slots.push(slot);
     return slot;
   }
