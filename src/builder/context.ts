@@ -16,11 +16,11 @@
  * COPY-able then.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants as FS, fsyncSync, lstatSync, openSync, readSync, type BigIntStats, type Stats } from 'node:fs';
+import { closeSync, constants as FS, lstatSync, openSync, readSync, type BigIntStats, type Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
-import { TsimageError, UsageError } from '../oci/index.js';
+import { TsimageError, UsageError, writeFileAtomic as writeOciFileAtomic } from '../oci/index.js';
 import { defaultRoot } from '../oci/paths.js';
 
 type XxhMod = typeof import('@node-rs/xxhash');
@@ -300,29 +300,13 @@ export class StatCache {
   }
 }
 
-/** temp + fsync + rename (+ dir fsync) in the target's directory. */
+/**
+ * Write `data` to `file` atomically, creating its directory first: src/oci/store.ts's writeFileAtomic (temp file in
+ * the same directory, fsync, rename, directory fsync).
+ */
 export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
   await fsp.mkdir(dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const fh = await fsp.open(tmp, 'w', 0o644);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-    await fh.close();
-    await fsp.rename(tmp, file);
-  } catch (e) {
-    await fh.close().catch(() => {});
-    await fsp.rm(tmp, { force: true });
-    throw e;
-  }
-  try {
-    const d = openSync(dirname(file), FS.O_RDONLY);
-    try {
-      fsyncSync(d);
-    } finally {
-      closeSync(d);
-    }
-  } catch {}
+  await writeOciFileAtomic(file, data);
 }
 
 // ---------------------------------------------------------------------------------------------
