@@ -1,10 +1,12 @@
 /**
- * `tscopy standalone-sign` / `standalone-verify`: skopeo's debugging commands for "simple signing" signatures made
- * from local files (loaded lazily by tscopy-sign.ts). Same arguments, output and error texts as skopeo 1.9.3;
- * standalone-verify also takes newer skopeo's comma-separated fingerprints, "any" and --public-key-file.
+ * `tscopy standalone-sign` / `standalone-verify` / `manifest-digest`: skopeo's debugging commands for "simple
+ * signing" signatures made from local files (loaded lazily by tscopy-sign.ts). Same arguments, output and error
+ * texts as skopeo 1.9.3; standalone-verify also takes newer skopeo's comma-separated fingerprints, "any" and
+ * --public-key-file. Manifest digests are containers/image's (manifestDigest: a signed schema 1 manifest's digest
+ * leaves its signatures out).
  */
 import { readFile, writeFile } from 'node:fs/promises';
-import { digestOf } from '../oci/digest.js';
+import { manifestDigest } from '../oci/manifest.js';
 import { TsimageError, UsageError } from '../oci/errors.js';
 import { gpgSign, gpgVerify, withEphemeralKeyring, type GpgVerified } from '../copy/sign/gpg.js';
 import { makeSimplePayload, verifySimpleSignature } from '../copy/sign/simple.js';
@@ -28,7 +30,7 @@ export async function standaloneSignCmd(args: string[], o: { output?: string | u
   let sig: Buffer;
   try {
     // the reference as given (skopeo does not normalize it here)
-    const payload = makeSimplePayload(dockerReference, digestOf(manifest), { creator: `tscopy ${VERSION}`, timestamp: Math.floor(Date.now() / 1000) });
+    const payload = makeSimplePayload(dockerReference, manifestDigest(manifest), { creator: `tscopy ${VERSION}`, timestamp: Math.floor(Date.now() / 1000) });
     sig = await gpgSign(payload, fingerprint, { passphraseFile: o.passphraseFile, signal: rootController.signal });
   } catch (e) {
     throw new TsimageError(`Error creating signature: ${(e as Error).message.replace(/^creating signature: /, '')}`, { cause: e });
@@ -65,7 +67,7 @@ export async function standaloneVerifyCmd(args: string[], o: { publicKeyFile?: s
   } catch (e) {
     throw new UsageError(`Error verifying signature: ${(e as Error).message}`);
   }
-  const manifestDigest = digestOf(manifest);
+  const signedDigest = manifestDigest(manifest);
   const verify = async (check: (sig: Buffer) => Promise<GpgVerified>, trusted: string[] | undefined) => {
     const norm = (f: string) => f.toUpperCase();
     return verifySimpleSignature(signature, {
@@ -78,7 +80,7 @@ export async function standaloneVerifyCmd(args: string[], o: { publicKeyFile?: s
           ? `Signature by ${v.fingerprint} does not match expected fingerprint ${fingerprints}`
           : `Signature by ${v.fingerprint} does not match expected fingerprints [${list.join(' ')}]`;
       },
-      digest: (d) => (d === manifestDigest ? undefined : `Signature for docker digest ${JSON.stringify(d)} does not match`),
+      digest: (d) => (d === signedDigest ? undefined : `Signature for docker digest ${JSON.stringify(d)} does not match`),
       identity: (ref) => {
         let signed: string;
         try {
@@ -122,4 +124,23 @@ export async function standaloneVerifyCmd(args: string[], o: { publicKeyFile?: s
   // skopeo 1.9.3's line for one fingerprint; newer skopeo's for a list / any
   if (list.length === 1 && !any && !o.publicKeyFile) process.stdout.write(`Signature verified, digest ${digest}\n`);
   else process.stdout.write(`Signature verified using fingerprint ${fpr}, digest ${digest}\n`);
+}
+
+/** `tscopy manifest-digest MANIFEST`: print the manifest's digest (skopeo manifest-digest). */
+export async function manifestDigestCmd(args: string[]): Promise<void> {
+  if (args.length !== 1) throw new UsageError('Usage: tscopy manifest-digest manifest');
+  const path = args[0]!;
+  let manifest: Buffer;
+  try {
+    manifest = await readFile(path);
+  } catch (e) {
+    throw new TsimageError(`Error reading manifest from ${path}: ${(e as Error).message}`);
+  }
+  let digest: string;
+  try {
+    digest = manifestDigest(manifest);
+  } catch (e) {
+    throw new TsimageError(`Error computing digest: ${(e as Error).message}`, { cause: e });
+  }
+  process.stdout.write(`${digest}\n`);
 }

@@ -125,4 +125,13 @@ export function registerSignCommands(p: Command): void {
       const m = await import('./standalone-impl.js');
       await m.standaloneVerifyCmd(cmd.args, opts);
     });
+  p.command('manifest-digest')
+    .description('Compute the digest of a manifest file (skopeo manifest-digest; a signed schema 1 manifest without its signatures)')
+    .usage('MANIFEST-FILE')
+    .argument('[manifest]', 'the manifest file')
+    .allowExcessArguments(true)
+    .action(async (_m: string, _opts: unknown, cmd: Command) => {
+      const m = await import('./standalone-impl.js');
+      await m.manifestDigestCmd(cmd.args);
+    });
 }

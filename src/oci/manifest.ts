@@ -286,3 +286,92 @@ export const EMPTY_DESCRIPTOR: Descriptor = {
 export function toJsonBytes(doc: unknown): Buffer {
   return Buffer.from(JSON.stringify(doc), 'utf8');
 }
+
+// ---------------------------------------------------------------------------------------------
+// Manifest digests as containers/image computes them
+
+/** Go's encoding/json field lookup: key names match case-insensitively, the last matching key wins. */
+function goField(o: Record<string, unknown>, name: string): unknown {
+  let v: unknown;
+  const want = name.toLowerCase();
+  for (const k of Object.keys(o)) if (k.toLowerCase() === want) v = o[k];
+  return v;
+}
+
+/** base64url without padding (JOSE), as libtrust decodes it (newlines and spaces dropped); undefined when it is not that. */
+function joseBase64Url(s: string): Buffer | undefined {
+  s = s.replace(/[\n ]/g, '');
+  if (!/^[A-Za-z0-9_-]*$/.test(s) || s.length % 4 === 1) return undefined;
+  return Buffer.from(s, 'base64url');
+}
+
+/**
+ * The payload a signed Docker schema 1 manifest's JWS signatures cover, or undefined when the bytes are not such a
+ * manifest (the test of containers/image's GuessMIMEType: a JSON object, schemaVersion 1, a non-null `signatures`
+ * and no schema 2/OCI mediaType). The payload is the bytes up to `formatLength` plus `formatTail`, both from the
+ * signatures' protected headers (libtrust's ParsePrettySignature, whose checks are repeated here except the JWK
+ * key parsing: nothing here verifies signatures).
+ */
+function schema1SignedPayload(bytes: Uint8Array): Buffer | undefined {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return undefined;
+  const o = doc as Record<string, unknown>;
+  const mediaType = goField(o, 'mediaType');
+  const schemaVersion = goField(o, 'schemaVersion');
+  if (mediaType !== undefined && mediaType !== null && typeof mediaType !== 'string') return undefined;
+  if (schemaVersion !== undefined && schemaVersion !== null && !Number.isInteger(schemaVersion)) return undefined;
+  const known: string[] = [MediaTypes.dockerManifest, MediaTypes.dockerManifestList, MediaTypes.ociManifest, MediaTypes.ociIndex];
+  if (typeof mediaType === 'string' && known.includes(mediaType)) return undefined;
+  const sigs = goField(o, 'signatures');
+  if (schemaVersion !== 1 || sigs === undefined || sigs === null) return undefined;
+
+  const bad = (why: string) => new ValidationError('signatures', `signed Docker schema 1 manifest: ${why}`);
+  if (!Object.prototype.hasOwnProperty.call(o, 'signatures')) throw bad('missing signature key');
+  if (!Array.isArray(o.signatures)) throw bad('error unmarshalling signatures: not an array');
+  let length: number | undefined;
+  let tail: Buffer | undefined;
+  for (const [i, s] of (o.signatures as unknown[]).entries()) {
+    // (null decodes as an empty block in Go: its empty "protected" then fails the JSON parse below)
+    if (typeof s !== 'object' || Array.isArray(s)) throw bad(`error unmarshalling signatures: signatures[${i}] is not an object`);
+    const p = s === null ? '' : (goField(s as Record<string, unknown>, 'protected') ?? '');
+    if (typeof p !== 'string') throw bad(`error unmarshalling signatures: signatures[${i}].protected is not a string`);
+    const header = joseBase64Url(p);
+    if (!header) throw bad(`base64 decode error in signatures[${i}].protected`);
+    let h: unknown;
+    try {
+      h = JSON.parse(header.toString('utf8'));
+    } catch (e) {
+      throw bad(`error unmarshalling protected header of signatures[${i}]: ${(e as Error).message}`);
+    }
+    if (typeof h !== 'object' || h === null || Array.isArray(h)) throw bad(`error unmarshalling protected header of signatures[${i}]: not an object`);
+    const fl = (h as Record<string, unknown>).formatLength;
+    const ft = (h as Record<string, unknown>).formatTail;
+    if (typeof fl !== 'number') throw bad('missing formatted length');
+    if (typeof ft !== 'string') throw bad('missing formatted tail');
+    const t = joseBase64Url(ft);
+    if (!t) throw bad(`base64 decode error on tail of signatures[${i}]`);
+    const n = Math.trunc(fl);
+    if (!length) length = n;
+    else if (length !== n) throw bad('conflicting format length');
+    if (!tail?.length) tail = t;
+    else if (!tail.equals(t)) throw bad('conflicting format tail');
+  }
+  const n = length ?? 0;
+  if (n < 0 || n > bytes.byteLength) throw bad('invalid format length');
+  return Buffer.concat([bytes.subarray(0, n), tail ?? Buffer.alloc(0)]);
+}
+
+/**
+ * The digest containers/image gives manifest bytes (its manifest.Digest: what `skopeo manifest-digest` prints and
+ * simple signing signs): the SHA-256 of the bytes, except for a signed Docker schema 1 manifest, whose digest is
+ * that of its JWS payload (the manifest without its signatures). Throws a ValidationError naming the problem when
+ * a signed schema 1 manifest's signatures cannot be parsed.
+ */
+export function manifestDigest(bytes: Uint8Array): Digest {
+  return digestOf(schema1SignedPayload(bytes) ?? bytes);
+}

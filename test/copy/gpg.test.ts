@@ -6,6 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -304,6 +305,16 @@ describe('GPG simple signing (lookaside, policy signedBy) against skopeo', () =>
     assert.equal(run(E, ['standalone-verify', man, ref, 'any', join(E.dir, 'sk.sig')]).status, 2);
     assert.match(run(E, ['standalone-sign', man, ref, E.fpr]).stderr, /Usage: tscopy standalone-sign manifest docker-reference key-fingerprint -o signature/);
     assert.match(run(E, ['standalone-sign', '-o', join(E.dir, 'x.sig'), man, ref, '0'.repeat(40)]).stderr, /Error creating signature: key "0{40}" not found/);
+    // a signed Docker schema 1 manifest: both sign and verify its digest without the JWS signatures (as skopeo)
+    const payload = JSON.stringify({ schemaVersion: 1, name: 'team/app', tag: 'v1', fsLayers: [] }, null, 3);
+    const protectedHeader = Buffer.from(JSON.stringify({ formatLength: payload.length - 2, formatTail: Buffer.from('\n}').toString('base64url') })).toString('base64url');
+    const s1 = join(E.dir, 'schema1.json');
+    writeFileSync(s1, `${payload.slice(0, -2)},\n   "signatures": [{"header": {"alg": "ES256"}, "signature": "c2ln", "protected": "${protectedHeader}"}]\n}`);
+    const s1Digest = `sha256:${createHash('sha256').update(payload).digest('hex')}`;
+    assert.equal(run(E, ['standalone-sign', '-o', join(E.dir, 's1-ts.sig'), s1, ref, E.fpr]).status, 0);
+    assert.equal(skopeo(E, ['standalone-verify', s1, ref, E.fpr, join(E.dir, 's1-ts.sig')]).stdout, `Signature verified, digest ${s1Digest}\n`);
+    assert.equal(skopeo(E, ['standalone-sign', '-o', join(E.dir, 's1-sk.sig'), s1, ref, E.fpr]).status, 0);
+    assert.equal(run(E, ['standalone-verify', s1, ref, E.fpr, join(E.dir, 's1-sk.sig')]).stdout, `Signature verified, digest ${s1Digest}\n`);
   });
 
   it('--all signs and carries the list and every instance (dir: files as skopeo writes them); sync --sign-by; a passphrase file', async () => {
