@@ -18,15 +18,19 @@ function refString(s: string): string {
   return `${r.registry}/${r.repository}${r.tag ? `:${r.tag}` : ''}${r.digest ? `@${r.digest}` : ''}`;
 }
 
+/** A file's bytes, or a TsimageError starting with skopeo's words for that file (`what`). */
+async function readOrSay(path: string, what: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (e) {
+    throw new TsimageError(`${what}: ${(e as Error).message}`);
+  }
+}
+
 export async function standaloneSignCmd(args: string[], o: { output?: string | undefined; passphraseFile?: string | undefined }): Promise<void> {
   if (args.length !== 3 || !o.output) throw new UsageError('Usage: tscopy standalone-sign manifest docker-reference key-fingerprint -o signature');
   const [manifestPath, dockerReference, fingerprint] = args as [string, string, string];
-  let manifest: Buffer;
-  try {
-    manifest = await readFile(manifestPath);
-  } catch (e) {
-    throw new TsimageError(`Error reading ${manifestPath}: ${(e as Error).message}`);
-  }
+  const manifest = await readOrSay(manifestPath, `Error reading ${manifestPath}`);
   let sig: Buffer;
   try {
     // the reference as given (skopeo does not normalize it here)
@@ -49,18 +53,8 @@ export async function standaloneVerifyCmd(args: string[], o: { publicKeyFile?: s
   const any = fingerprints === 'any';
   if (any && !o.publicKeyFile) throw new UsageError('Cannot use any fingerprint without a public key file');
   if (list.some((f) => f === '')) throw new UsageError(`invalid key fingerprints ${JSON.stringify(fingerprints)}`);
-  let manifest: Buffer;
-  let signature: Buffer;
-  try {
-    manifest = await readFile(manifestPath);
-  } catch (e) {
-    throw new TsimageError(`Error reading manifest from ${manifestPath}: ${(e as Error).message}`);
-  }
-  try {
-    signature = await readFile(signaturePath);
-  } catch (e) {
-    throw new TsimageError(`Error reading signature from ${signaturePath}: ${(e as Error).message}`);
-  }
+  const manifest = await readOrSay(manifestPath, `Error reading manifest from ${manifestPath}`);
+  const signature = await readOrSay(signaturePath, `Error reading signature from ${signaturePath}`);
   let expected: string;
   try {
     expected = refString(expectedReference);
@@ -130,12 +124,7 @@ export async function standaloneVerifyCmd(args: string[], o: { publicKeyFile?: s
 export async function manifestDigestCmd(args: string[]): Promise<void> {
   if (args.length !== 1) throw new UsageError('Usage: tscopy manifest-digest manifest');
   const path = args[0]!;
-  let manifest: Buffer;
-  try {
-    manifest = await readFile(path);
-  } catch (e) {
-    throw new TsimageError(`Error reading manifest from ${path}: ${(e as Error).message}`);
-  }
+  const manifest = await readOrSay(path, `Error reading manifest from ${path}`);
   let digest: string;
   try {
     digest = manifestDigest(manifest);
