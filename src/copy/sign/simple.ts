@@ -99,16 +99,7 @@ class StrictJson {
       this.i++;
       this.ws();
       o[k] = this.value(path ? `${path}.${k}` : k);
-      this.ws();
-      if (this.s[this.i] === ',') {
-        this.i++;
-        continue;
-      }
-      if (this.s[this.i] === '}') {
-        this.i++;
-        return o;
-      }
-      this.fail('expected "," or "}"');
+      if (this.closes('}')) return o;
     }
   }
 
@@ -123,17 +114,17 @@ class StrictJson {
     for (;;) {
       this.ws();
       a.push(this.value(`${path}[${a.length}]`));
-      this.ws();
-      if (this.s[this.i] === ',') {
-        this.i++;
-        continue;
-      }
-      if (this.s[this.i] === ']') {
-        this.i++;
-        return a;
-      }
-      this.fail('expected "," or "]"');
+      if (this.closes(']')) return a;
     }
+  }
+
+  /** After an object member or array element: true at `close`, false at a comma (either consumed); else fails. */
+  private closes(close: '}' | ']'): boolean {
+    this.ws();
+    const c = this.s[this.i];
+    if (c !== ',' && c !== close) this.fail(`expected "," or "${close}"`);
+    this.i++;
+    return c === close;
   }
 }
 
