@@ -49,7 +49,7 @@ async function main(): Promise<void> {
         execFileSync('sh', [join(PEERS, 'gen-context.sh'), 'manyfiles', ctx], { stdio: 'ignore' });
       }
       const runs = Number(process.env.RUNS ?? (name === 'manyfiles' ? 3 : 5));
-      const ours = (extra: string[]) => ['node', TSBUILD, 'bud', '-q', '--layers', ...extra, '--build-arg', 'BASE=busybox', '-t', `localhost/bench-${name}`, ctx];
+      const ours = (extra: string[]) => [TSBUILD, 'bud', '-q', '--layers', ...extra, '--build-arg', 'BASE=busybox', '-t', `localhost/bench-${name}`, ctx];
       const peer = (extra: string[]) => ['buildah', ...g, 'bud', '-q', '--isolation', 'chroot', '--layers', ...extra, '--build-arg', 'BASE=localhost/tsbench-base:latest', '-t', `localhost/bench-${name}`, ctx];
       results.push(
         await benchPair({ name: `${name} cold (--no-cache)`, runs, warmup: 1, ours: { label: 'tsbuild', cmd: ours(['--no-cache']), env }, peer: { label: 'buildah', cmd: peer(['--no-cache']), env } }),

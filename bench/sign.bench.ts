@@ -16,7 +16,8 @@ import { generateKeyPair, SCRYPT_PARAMS } from '../src/copy/sign/index.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const PEERS = '/work/shared/peers';
-const TSCOPY = [process.execPath, join(ROOT, 'bin', 'tscopy.js')];
+/** tscopy as `tscopy` on $PATH runs it: the launcher as a program (see bin/deferred-ca.js). */
+const TSCOPY = [join(ROOT, 'bin', 'tscopy.js')];
 const NOTLS = ['--src-tls-verify=false', '--dest-tls-verify=false'];
 const RUNS = Number(process.env.RUNS ?? 5);
 

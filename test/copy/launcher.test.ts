@@ -18,7 +18,7 @@ describe('tscopy launcher', () => {
     // a copy of the launcher and of dist whose bundle is made stale or broken, to see which one loads
     const d = tempDir(t, 'launcher');
     mkdirSync(join(d, 'bin'));
-    for (const f of ['tscopy.js', 'bundle-loader.js', 'package.json']) cpSync(join(ROOT, 'bin', f), join(d, 'bin', f));
+    for (const f of ['tscopy.js', 'deferred-ca.js', 'bundle-loader.js', 'package.json']) cpSync(join(ROOT, 'bin', f), join(d, 'bin', f));
     cpSync(join(ROOT, 'dist', 'bundle'), join(d, 'dist', 'bundle'), { recursive: true });
     cpSync(join(ROOT, 'dist', 'src'), join(d, 'dist', 'src'), { recursive: true });
     cpSync(info, join(d, 'dist', '.tsbuildinfo'));

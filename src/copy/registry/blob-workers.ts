@@ -14,7 +14,7 @@
  * buffer per read, which cost ~2x the CPU here (user 0.30 + sys 0.35 s vs 0.22 + 0.13 s for 250 MB, hash and
  * writes included). The response it accepts is narrow on purpose: a 200 with a Content-Length (or a redirect);
  * anything else (chunked encoding...) is `unsupported` and the main thread downloads the blob. HTTPS goes
- * through node:https (a keep-alive agent per worker).
+ * through node:https (a keep-alive agent per TLS settings).
  *
  * No module file of its own: the worker's code is `workerMain` below, started with `eval` (the CLI runs from one
  * bundled file; see scripts/bundle.mjs), so it may use Node built-ins only and no name from outside its body.
@@ -23,6 +23,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
+import type { ClientTls } from './trust.js';
 
 /** What a worker is asked to do. */
 export interface BlobJob {
@@ -35,8 +36,8 @@ export interface BlobJob {
   /** Expected size: more bytes than this stop the download (reported as `size`). */
   size: number;
   algorithm: 'sha256' | 'sha512';
-  /** TLS options for https (rejectUnauthorized, ca, cert, key). */
-  tls?: Record<string, unknown> | undefined;
+  /** TLS settings for https (trust.ts's, with the deferred extra CAs already in `cas`). */
+  tls?: ClientTls | undefined;
 }
 
 export type BlobJobResult =
@@ -84,7 +85,7 @@ function workerMain(req: (id: string) => unknown): void {
   /** Socket read buffer (plain HTTP: reused for every read, see net.connect's onread). */
   const READ = 256 << 10;
   const MAX_HEAD = 64 << 10;
-  let agent: import('node:https').Agent | undefined;
+  const agents = new Map<string, { agent: import('node:https').Agent; secureContext: import('node:tls').SecureContext }>();
   const aborts = new Map<number, () => void>();
 
   port.on('message', (m: ToWorker) => {
@@ -241,13 +242,25 @@ function workerMain(req: (id: string) => unknown): void {
 
     /** HTTPS (node:https, keep-alive agent): the same, reading the response's chunks. */
     const getTls = (url: URL, headers: Record<string, string>, redirects: number) => {
-      // TLS options per request: the agent keeps connections apart by them (its socket names include ca, cert...)
       // node:https (tls, http) loaded on the first HTTPS job, not at every worker's start (~10 ms of it)
       const https = req('node:https') as typeof import('node:https');
-      agent ??= new https.Agent({ keepAlive: true });
+      const t = job.tls ?? { verify: true, cas: [] };
+      // one keep-alive agent and SecureContext per TLS settings (a socket verified under one set of CAs is not
+      // reused under another); the context as trust.ts's clientSecureContext makes it (no imports here):
+      // Node's default store plus `cas` when verifying, an empty one when not
+      const key = JSON.stringify([t.verify, t.cas, t.cert ?? '', t.key ?? '']);
+      let a = agents.get(key);
+      if (!a) {
+        const tls = req('node:tls') as typeof import('node:tls');
+        const secureContext = tls.createSecureContext({ ...(t.verify ? {} : { ca: [] }), cert: t.cert, key: t.key });
+        if (t.verify) for (const pem of t.cas) (secureContext as unknown as { context: { addCACert(pem: string): void } }).context.addCACert(pem);
+        a = { agent: new https.Agent({ keepAlive: true }), secureContext };
+        agents.set(key, a);
+      }
       requests++;
       let closed = false;
-      const r0 = https.get(url, { headers, agent, ...(job.tls ?? {}) }, (res) => {
+      const options = { headers, agent: a.agent, secureContext: a.secureContext, rejectUnauthorized: t.verify }; // (secureContext: tls.connect's)
+      const r0 = https.get(url, options as import('node:https').RequestOptions, (res) => {
         if (redirect(res.statusCode ?? 0, res.headers.location, url, headers, redirects)) {
           closed = true;
           res.resume();

@@ -17,7 +17,6 @@ import { setFlagsFromString } from 'node:v8';
 import { ftruncate, read as fsRead, readdirSync, readFileSync, write as fsWrite } from 'node:fs';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
-import { rootCertificates } from 'node:tls';
 import type { Dispatcher, Pool } from 'undici';
 import {
   ALL_MANIFEST_TYPES,
@@ -46,6 +45,7 @@ import {
 import { CATALOG_SCOPE, mergeScopes, parseWwwAuthenticate, repositoryScope, type Challenge } from './auth.js';
 import { lookupCredentials, parseCreds, type Credentials } from './credentials.js';
 import { isInsecureRegistry } from './registries.js';
+import { clientSecureContext, withDeferredCAs, type ClientTls } from './trust.js';
 
 export interface RegistryClientOptions {
   /** false: the registry may be plain HTTP or have an unverifiable certificate (skopeo --tls-verify=false). Default: registries.conf decides. */
@@ -345,6 +345,7 @@ export class RegistryClient {
   private creds: Credentials | undefined | null = null;
   private readonly pushRepos = new Set<string>();
   private insecure = false;
+  private tls: ClientTls | undefined;
   private closed = false;
   readonly retryTimes: number;
   /** Counters (tests and summaries). */
@@ -384,9 +385,10 @@ export class RegistryClient {
     return this.creds;
   }
 
-  private connectOptions(): Record<string, unknown> {
-    const conn: Record<string, unknown> = {};
-    if (this.insecure) conn.rejectUnauthorized = false;
+  /** TLS settings: --tls-verify / registries.conf, and certs.d (`--cert-dir`, else /etc/containers/certs.d/HOST, then /etc/docker/certs.d/HOST). */
+  private tlsSettings(): ClientTls {
+    if (this.tls) return this.tls;
+    const t: ClientTls = { verify: !this.insecure, cas: [] };
     const dirs = this.opts.certDir ? [this.opts.certDir] : [join('/etc/containers/certs.d', this.host), join('/etc/docker/certs.d', this.host)];
     for (const dir of dirs) {
       let files: string[];
@@ -395,18 +397,17 @@ export class RegistryClient {
       } catch {
         continue;
       }
-      const cas = files.filter((f) => f.endsWith('.crt')).map((f) => readFileSync(join(dir, f), 'utf8'));
-      if (cas.length) conn.ca = [...rootCertificates, ...cas];
+      t.cas = files.filter((f) => f.endsWith('.crt')).map((f) => readFileSync(join(dir, f), 'utf8'));
       const cert = files.find((f) => f.endsWith('.cert'));
       if (cert) {
         const key = cert.replace(/\.cert$/, '.key');
         if (!files.includes(key)) throw new TsimageError(`${join(dir, cert)}: missing client key ${join(dir, key)}`);
-        conn.cert = readFileSync(join(dir, cert), 'utf8');
-        conn.key = readFileSync(join(dir, key), 'utf8');
+        t.cert = readFileSync(join(dir, cert), 'utf8');
+        t.key = readFileSync(join(dir, key), 'utf8');
       }
       break;
     }
-    return conn;
+    return (this.tls = t);
   }
 
   private async pool(origin: string): Promise<Pool> {
@@ -417,7 +418,7 @@ export class RegistryClient {
       p = new Pool(origin, {
         connections: this.opts.connections ?? 16,
         keepAliveTimeout: 30_000,
-        connect: origin.startsWith('https:') ? this.connectOptions() : {},
+        connect: origin.startsWith('https:') ? { secureContext: clientSecureContext(this.tlsSettings()), rejectUnauthorized: !this.insecure } : {},
       });
       this.pools.set(origin, p);
     }
@@ -994,7 +995,7 @@ export class RegistryClient {
       const url = `${this.origin}/v2/${repo}/blobs/${d.digest}`;
       const t0 = DEBUG_HTTP ? performance.now() : 0;
       this.stats.workerDownloads++;
-      const r = await pool.run({ url, headers, fd, size: d.size, algorithm: alg, tls: url.startsWith('https:') ? this.connectOptions() : undefined }, { signal, onProgress: tick });
+      const r = await pool.run({ url, headers, fd, size: d.size, algorithm: alg, tls: url.startsWith('https:') ? withDeferredCAs(this.tlsSettings()) : undefined }, { signal, onProgress: tick });
       if (DEBUG_HTTP) process.stderr.write(`http: @${t0.toFixed(0)} worker GET ${url} -> ${r.kind}${r.kind === 'status' ? ` ${r.status}` : ''} (${(performance.now() - t0).toFixed(1)} ms)\n`);
       if (r.kind !== 'crash') this.stats.requests += r.requests;
       if (r.kind === 'ok') return { digest: r.digest as Digest, size: r.size };

@@ -18,6 +18,7 @@ import type { Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { OciError, TsimageError, UsageError } from '../../oci/errors.js';
 import { MAX_MANIFEST_SIZE, readAll } from '../../oci/io.js';
+import { clientSecureContext, type ClientTls } from '../registry/trust.js';
 
 export const DEFAULT_DOCKER_HOST = 'unix:///var/run/docker.sock';
 
@@ -27,7 +28,8 @@ export interface DaemonAddress {
   /** Scheme and host:port (unix sockets: http://localhost). */
   origin: string;
   socketPath?: string | undefined;
-  tls?: { ca?: Buffer | undefined; cert?: Buffer | undefined; key?: Buffer | undefined; rejectUnauthorized: boolean } | undefined;
+  /** TLS: DOCKER_CERT_PATH's ca.pem is trusted besides the default CAs (as the docker CLI's go-connections does). */
+  tls?: ClientTls | undefined;
 }
 
 function readIf(path: string): Buffer | undefined {
@@ -59,11 +61,12 @@ export function daemonAddress(opts: { daemonHost?: string | undefined; certDir?:
   const useTls = proto === 'https' || (proto === 'tcp' && (!fromEnv || !!env.DOCKER_TLS_VERIFY));
   if (!useTls) return { host, origin: `http://${hostPort}` };
   const certDir = opts.certDir ?? (fromEnv ? env.DOCKER_CERT_PATH : undefined);
-  const tls = {
-    ca: certDir ? readIf(join(certDir, 'ca.pem')) : undefined,
-    cert: certDir ? readIf(join(certDir, 'cert.pem')) : undefined,
-    key: certDir ? readIf(join(certDir, 'key.pem')) : undefined,
-    rejectUnauthorized: opts.tlsVerify !== false,
+  const ca = certDir ? readIf(join(certDir, 'ca.pem')) : undefined;
+  const tls: ClientTls = {
+    verify: opts.tlsVerify !== false,
+    cas: ca ? [ca.toString('latin1')] : [],
+    cert: certDir ? readIf(join(certDir, 'cert.pem'))?.toString('latin1') : undefined,
+    key: certDir ? readIf(join(certDir, 'key.pem'))?.toString('latin1') : undefined,
   };
   if (!!tls.cert !== !!tls.key) throw new UsageError(`docker daemon TLS: ${certDir} has ${tls.cert ? 'cert.pem but no key.pem' : 'key.pem but no cert.pem'}`);
   return { host, origin: `https://${hostPort}`, tls };
@@ -109,7 +112,11 @@ export class DaemonClient {
     const u = new URL(a.origin);
     const target = a.socketPath
       ? { socketPath: a.socketPath }
-      : { host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port || (a.tls ? 443 : 80), ...(a.tls ?? {}) };
+      : {
+          host: u.hostname.replace(/^\[|\]$/g, ''),
+          port: u.port || (a.tls ? 443 : 80),
+          ...(a.tls ? { secureContext: clientSecureContext(a.tls), rejectUnauthorized: a.tls.verify } : {}),
+        };
     let res: IncomingMessage;
     try {
       res = await new Promise<IncomingMessage>((resolve, reject) => {
