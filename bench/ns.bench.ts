@@ -88,7 +88,7 @@ try {
   // the CLI path: `tsbuild run` on a working container (as `buildah run`), when the builder CLI is there
   const tsbuild = new URL('../../bin/tsbuild.js', import.meta.url).pathname;
   if (existsSync(tsbuild)) {
-    const T = [process.execPath, tsbuild, '--root', join(dir, 'tsbuild')];
+    const T = [tsbuild, '--root', join(dir, 'tsbuild')]; // as a program, as `tsbuild` on $PATH runs
     const tctr = sh(T[0]!, [...T.slice(1), 'from', '-q', 'busybox']);
     results.push(
       await benchPair({
