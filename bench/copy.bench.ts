@@ -11,8 +11,9 @@
  * launcher starts node: without NODE_EXTRA_CA_CERTS, see bin/deferred-ca.js).
  * Both tools' blob-info caches are deleted before each run of the cases that must move bytes (else they mount
  * from the repositories earlier runs filled); tscopy's lives in the bench's temp dir (TSIMAGE_BLOB_INFO_CACHE).
- * tscopy runs as a program (bin/tscopy.js, as `tscopy` on $PATH), with a warm V8 code cache (bin/bundle-loader.js; TSIMAGE_CODE_CACHE in the bench's temp dir, filled
- * by the untimed WARMUP run of each case), which is what users get from a command's second run on.
+ * tscopy runs as a program (bin/tscopy.js, as `tscopy` on $PATH), with a warm V8 code cache (bin/bundle-loader.js;
+ * TSIMAGE_CODE_CACHE in the bench's temp dir, filled by the untimed WARMUP run of each case), which is what users get
+ * from a command's second run on.
  * Each tool line also shows its CPU seconds, the two registries' CPU seconds during its runs, and the least wall
  * time that much CPU needs on this machine's cores (the case's floor for that tool).
  *

@@ -45,7 +45,7 @@ import {
 import { CATALOG_SCOPE, mergeScopes, parseWwwAuthenticate, repositoryScope, type Challenge } from './auth.js';
 import { lookupCredentials, parseCreds, type Credentials } from './credentials.js';
 import { isInsecureRegistry } from './registries.js';
-import { clientSecureContext, withDeferredCAs, type ClientTls } from './trust.js';
+import { connectOptions, withDeferredCAs, type ClientTls } from './trust.js';
 
 export interface RegistryClientOptions {
   /** false: the registry may be plain HTTP or have an unverifiable certificate (skopeo --tls-verify=false). Default: registries.conf decides. */
@@ -418,7 +418,7 @@ export class RegistryClient {
       p = new Pool(origin, {
         connections: this.opts.connections ?? 16,
         keepAliveTimeout: 30_000,
-        connect: origin.startsWith('https:') ? { secureContext: clientSecureContext(this.tlsSettings()), rejectUnauthorized: !this.insecure } : {},
+        connect: origin.startsWith('https:') ? connectOptions(this.tlsSettings()) : {},
       });
       this.pools.set(origin, p);
     }

@@ -7,7 +7,7 @@
  * at the start of every process that has the variable, TLS or not: 36 ms of a 56 ms `node -e 0` here, where
  * NODE_EXTRA_CA_CERTS names the system bundle (a proxy's CA is in it). So the launchers of tscopy and tsbuild
  * (bin/*.js, a /bin/sh line before node starts) move the variable to TSIMAGE_DEFERRED_CA_CERTS, put it back for
- * child processes once node runs (bin/env.js), and this module adds the file's certificates to the connections
+ * child processes once node runs (bin/deferred-ca.js), and this module adds the file's certificates to the connections
  * that verify a certificate: the same trust, paid for by the commands that use TLS. A process started some other
  * way (`node bin/tscopy.js`, tests) has had the file loaded by Node, and there is nothing deferred.
  *
@@ -80,4 +80,9 @@ export function clientSecureContext(t: ClientTls): SecureContext {
     contexts.set(key, ctx);
   }
   return ctx;
+}
+
+/** tls.connect's options for these settings: the shared context, and whether a certificate that fails is refused. */
+export function connectOptions(t: ClientTls): { secureContext: SecureContext; rejectUnauthorized: boolean } {
+  return { secureContext: clientSecureContext(t), rejectUnauthorized: t.verify };
 }

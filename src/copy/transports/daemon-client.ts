@@ -18,7 +18,7 @@ import type { Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { OciError, TsimageError, UsageError } from '../../oci/errors.js';
 import { MAX_MANIFEST_SIZE, readAll } from '../../oci/io.js';
-import { clientSecureContext, type ClientTls } from '../registry/trust.js';
+import { connectOptions, type ClientTls } from '../registry/trust.js';
 
 export const DEFAULT_DOCKER_HOST = 'unix:///var/run/docker.sock';
 
@@ -115,7 +115,7 @@ export class DaemonClient {
       : {
           host: u.hostname.replace(/^\[|\]$/g, ''),
           port: u.port || (a.tls ? 443 : 80),
-          ...(a.tls ? { secureContext: clientSecureContext(a.tls), rejectUnauthorized: a.tls.verify } : {}),
+          ...(a.tls ? connectOptions(a.tls) : {}),
         };
     let res: IncomingMessage;
     try {
